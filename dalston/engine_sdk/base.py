@@ -1,0 +1,61 @@
+"""The contract between the server and an engine family.
+
+A family is one `engines/<stage>/<family>/engine.py` that defines `ENGINE`, a subclass of `Engine`
+(batch) or `StreamingEngine` (realtime). The server constructs it with the variant's spec, calls
+`load` once with the directory holding the pinned weight files, then calls `transcribe` (or
+`open_session`) from worker threads, at most `capabilities.max_concurrency` at a time. Everything
+size-specific comes from `spec.runtime`: family code never names a model size.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from dalston.engine_sdk.types import StreamEvent, Transcript, TranscribeOptions
+from dalston.spec import EngineSpec
+
+SAMPLE_RATE = 16000
+
+
+class Engine(ABC):
+    """A loaded model of one family, configured by one variant spec."""
+
+    def __init__(self, spec: EngineSpec) -> None:
+        self.spec = spec
+        self.device = "cpu"
+        self.compute_type = "default"
+
+    @abstractmethod
+    def load(self, weights_dir: Path) -> None:
+        """Load the model from local files only (never a hub); sets `device` and `compute_type`."""
+
+    @abstractmethod
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        """Transcribe 16 kHz mono float32 `audio`. Called from worker threads."""
+
+    def describe(self) -> dict[str, str]:
+        """Facts for the `engine_registered` log line and `/v1/capabilities`."""
+        return {"device": self.device, "compute_type": self.compute_type}
+
+
+class StreamingSession(ABC):
+    """One realtime session's state (buffers, caches, decoder state); never shared between sessions."""
+
+    @abstractmethod
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        """Take the next 16 kHz mono float32 chunk; return the events it produced (may be none)."""
+
+    @abstractmethod
+    def finish(self) -> list[StreamEvent]:
+        """The stream ended: flush and return the remaining events (at least the last final)."""
+
+
+class StreamingEngine(Engine):
+    """A family that also (or only) serves realtime sessions."""
+
+    @abstractmethod
+    def open_session(self, language: str | None = None) -> StreamingSession:
+        """A fresh session sharing the loaded model but none of the state."""

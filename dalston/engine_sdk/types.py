@@ -1,0 +1,75 @@
+"""What every engine family returns: a transcript with segments and words, and streaming events.
+
+Times are seconds from the start of the audio. The server renders these into every response format
+(json, text, srt, vtt, verbose_json, SSE, realtime events), so families never format output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+Task = Literal["transcribe", "translate"]
+
+
+@dataclass(frozen=True)
+class Word:
+    start: float
+    end: float
+    word: str
+    probability: float | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    id: int
+    start: float
+    end: float
+    text: str
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    words: tuple[Word, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transcript:
+    text: str
+    language: str | None
+    duration: float
+    segments: tuple[Segment, ...] = ()
+
+    @property
+    def words(self) -> list[Word]:
+        return [w for s in self.segments for w in s.words]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TranscribeOptions:
+    """Per-request options; None means "the variant's runtime default"."""
+
+    language: str | None = None
+    task: Task = "transcribe"
+    prompt: str | None = None
+    temperature: float = 0.0
+    word_timestamps: bool = False
+    beam_size: int | None = None
+    vad_filter: bool | None = None
+
+
+StreamEventType = Literal[
+    "vad.speech_start", "vad.speech_end", "transcript.partial", "transcript.final"
+]
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One realtime event a streaming session emits; `data` is the JSON body beside `type`."""
+
+    type: StreamEventType
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"type": self.type, **self.data}
