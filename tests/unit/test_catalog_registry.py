@@ -127,3 +127,11 @@ def test_json_schema_is_exported_from_the_models():
     assert "weights" in schema["properties"] and "runtime" in schema["properties"]
     out = subprocess.run([sys.executable, "-m", "dalston.cli", "schema"], cwd=REPO, capture_output=True, text=True, check=True)
     assert json.loads(out.stdout)["properties"].keys() == schema["properties"].keys()
+
+
+def test_the_old_single_faster_whisper_engine_is_gone():
+    catalog = Catalog.load(REPO / "engines")
+    assert "faster-whisper" not in catalog.engines
+    assert not list((REPO / "engines").glob("*/faster-whisper"))
+    assert {e.family for e in catalog.engines.values()} == {
+        "audio-prepare", "whisper", "parakeet", "whisper-streaming", "parakeet-streaming"}
