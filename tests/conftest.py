@@ -1,0 +1,58 @@
+"""Session-wide test setup: offline model hubs, and session fixtures over the cached real assets.
+
+Kept small on purpose: each area adds its own fixtures in `tests/<area>/conftest.py`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Set at import time, before any test module imports faster-whisper / transformers / NeMo: a hub
+# look-up on a machine without the hub hangs for minutes instead of failing.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+
+from tests.fixtures import assets  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="session")
+def whisper_base_dir() -> Path:
+    """Real Whisper base CTranslate2 files (config.json, model.bin, tokenizer.json, vocabulary.txt)."""
+    return assets.whisper_base_dir()
+
+
+@pytest.fixture(scope="session")
+def whisper_tiny_en_dir() -> Path:
+    """Real Whisper tiny.en CTranslate2 files: the fast model for tests that need any real model."""
+    return assets.whisper_tiny_en_dir()
+
+
+@pytest.fixture(scope="session")
+def speech_clip():
+    """`speech_clip("beckett.wav") -> Path` of a real recording (see assets.CLIP_NAMES)."""
+    return assets.speech_clip
+
+
+@pytest.fixture(scope="session")
+def reference_text():
+    """`reference_text("two_cities") -> str`: the true text spoken in a clip."""
+    return assets.reference_text
+
+
+@pytest.fixture(scope="session")
+def session_model_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A `DALSTON_MODEL_DIR`-style root shared by the session; fill it with `model_dir_for`."""
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def model_dir_for(session_model_root: Path):
+    """`model_dir_for("whisper-base") -> <root>/whisper-base/` holding the variant's real pinned files."""
+
+    def build(variant_id: str, root: Path | None = None) -> Path:
+        return assets.model_dir_for(variant_id, root or session_model_root)
+
+    return build
