@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Set up dalston on a fresh machine: system tools (as root on Debian/Ubuntu), then the exact
+# versions from poetry.lock with pip, then dalston itself (editable, so `dalston` is on PATH).
+# Idempotent: a second run checks and exits in seconds.
+#
+#   scripts/setup.sh [--extras whisper,server[,dev][,nemo]] [--torch auto|cpu|cuda] [--no-system]
+#
+# Uses $PYTHON (default python3); run it inside a venv to keep the system Python untouched.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+extras="whisper,server"
+system=1
+pass=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --extras) extras="$2"; shift 2 ;;
+    --extras=*) extras="${1#*=}"; shift ;;
+    --no-system) system=0; shift ;;
+    -h|--help) sed -n '2,9p' "$0"; exit 0 ;;
+    *) pass+=("$1"); shift ;;
+  esac
+done
+
+log() { echo "setup $*"; }
+
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup: error: $PYTHON is not Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
+  exit 1
+fi
+
+# System tools: ffmpeg (audio), nix (flake outputs), jq, espeak-ng + sox (synthetic speech in tests).
+if [[ $system == 1 ]]; then
+  declare -A tool_pkg=([ffmpeg]=ffmpeg [nix-instantiate]=nix-bin [jq]=jq [espeak-ng]=espeak-ng [sox]=sox)
+  missing=()
+  for tool in "${!tool_pkg[@]}"; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+      log "apt_install packages=${missing[*]}"
+      export DEBIAN_FRONTEND=noninteractive
+      apt-get update -qq </dev/null >/dev/null
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+    else
+      log "warning=missing_system_tools packages=${missing[*]} (install them with your package manager)"
+    fi
+  fi
+fi
+
+"$PYTHON" scripts/install.py --extras "$extras" "${pass[@]}"

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The test command (README; .ci/run runs exactly this): set up every extra, fetch the cached real
+# test weights and clips up front, then run the whole suite offline. Extra arguments go to pytest.
+set -euo pipefail
+
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
+export NIX_CONFIG="${NIX_CONFIG:-$'experimental-features = nix-command flakes\nsubstituters ='}"
+
+started=$SECONDS
+scripts/setup.sh --extras whisper,server,dev,nemo
+echo "test phase=setup seconds=$((SECONDS - started))"
+
+started=$SECONDS
+"$PYTHON" -m tests.fixtures.assets --all
+echo "test phase=assets seconds=$((SECONDS - started))"
+
+started=$SECONDS
+status=0
+"$PYTHON" -m pytest -q "$@" || status=$?
+echo "test phase=pytest seconds=$((SECONDS - started)) exit=$status"
+if [[ $status == 5 ]]; then
+  echo "test: error: pytest collected no tests" >&2
+  exit 1
+fi
+exit "$status"
