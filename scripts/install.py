@@ -170,7 +170,9 @@ def main(argv: list[str] | None = None) -> int:
     if "torch" in plan:
         mode = args.torch
         if mode == "auto":
-            cpu_ok = not has_nvidia_driver() and pip_would_pick_cpu_torch(plan["torch"].version)
+            have = installed_version("torch") or ""
+            cpu_ok = not has_nvidia_driver() and (
+                (satisfied(plan["torch"]) and "+cpu" in have) or pip_would_pick_cpu_torch(plan["torch"].version))
             mode = "cpu" if cpu_ok else "cuda"
         if mode == "cpu":
             skipped = sorted(n for n in plan if CUDA_ONLY.match(n))

@@ -41,8 +41,10 @@ if [[ $system == 1 ]]; then
     if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
       log "apt_install packages=${missing[*]}"
       export DEBIAN_FRONTEND=noninteractive
-      apt-get update -qq </dev/null >/dev/null
-      apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null
+      if ! { apt-get update -qq </dev/null >/dev/null &&
+             apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null; }; then
+        log "warning=apt_install_failed packages=${missing[*]} (tests needing them will fail or skip)"
+      fi
     else
       log "warning=missing_system_tools packages=${missing[*]} (install them with your package manager)"
     fi
