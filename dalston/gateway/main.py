@@ -1,0 +1,72 @@
+"""`dalston gateway`: run the routing gateway in front of the engines."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from dalston.catalog import Catalog, SpecInvalid
+from dalston.registration import INTERNAL_TOKEN_ENV
+
+KEYS_FILE_ENV = "DALSTON_KEYS_FILE"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1; 0.0.0.0 in containers)")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--keys-file", type=Path, default=os.environ.get(KEYS_FILE_ENV),
+                        help=f"dk_ key hashes, one sha256 per line (default ${KEYS_FILE_ENV})")
+    parser.add_argument("--insecure-no-auth", action="store_true",
+                        help="accept requests without an API key (local experiments only)")
+    parser.add_argument("--internal-token", default=os.environ.get(INTERNAL_TOKEN_ENV),
+                        help=f"shared secret engines register with (default ${INTERNAL_TOKEN_ENV})")
+    parser.add_argument("--heartbeat-interval", type=float, default=2.0, help="seconds between engine heartbeats")
+    parser.add_argument("--heartbeat-timeout", type=float, default=6.0,
+                        help="drop an instance silent this long (default 6 s = 3 missed heartbeats)")
+    parser.add_argument("--upstream-timeout", type=float, default=600.0,
+                        help="seconds to wait for an engine's answer before 504")
+    parser.add_argument("--max-upload-bytes", type=int, default=1 << 30, help="413 above this (default 1 GiB)")
+    parser.add_argument("--max-prefix-bytes", type=int, default=8 << 20,
+                        help="bytes buffered while looking for the model field (default 8 MiB)")
+    parser.add_argument("--engines-dir", type=Path, default=None, help="catalog root (default $DALSTON_ENGINES_DIR)")
+    parser.add_argument("--log-level", default="info")
+
+
+def run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from dalston.auth import KeyStore
+    from dalston.gateway.app import GatewayConfig, create_gateway_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not args.internal_token:
+        print(f"dalston gateway: error: no internal token; set {INTERNAL_TOKEN_ENV} (the same secret on every "
+              f"engine) or pass --internal-token", file=sys.stderr)
+        return 2
+    if args.keys_file is None and not args.insecure_no_auth:
+        print(f"dalston gateway: error: no keys file; pass --keys-file (or set {KEYS_FILE_ENV}); create one with "
+              f"`dalston keys create --keys-file FILE`, or run with --insecure-no-auth", file=sys.stderr)
+        return 2
+    if args.heartbeat_timeout <= args.heartbeat_interval:
+        print("dalston gateway: error: --heartbeat-timeout must be longer than --heartbeat-interval", file=sys.stderr)
+        return 2
+    try:
+        catalog = Catalog.load(args.engines_dir)
+        keys = None if args.keys_file is None else KeyStore.from_file(args.keys_file)
+    except SpecInvalid as exc:
+        print(f"dalston gateway: invalid engine catalog:\n{exc}", file=sys.stderr)
+        return 1
+    except (OSError, ValueError) as exc:
+        print(f"dalston gateway: error: {exc}", file=sys.stderr)
+        return 1
+    config = GatewayConfig(catalog=catalog, internal_token=args.internal_token, keys=keys,
+                           heartbeat_interval=args.heartbeat_interval, heartbeat_timeout=args.heartbeat_timeout,
+                           upstream_timeout=args.upstream_timeout, max_upload_bytes=args.max_upload_bytes,
+                           max_prefix_bytes=args.max_prefix_bytes)
+    app = create_gateway_app(config)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
+                timeout_graceful_shutdown=30)
+    return 0
