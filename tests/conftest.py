@@ -56,3 +56,9 @@ def model_dir_for(session_model_root: Path):
         return assets.model_dir_for(variant_id, root or session_model_root)
 
     return build
+
+
+@pytest.fixture(scope="session")
+def engines_with_test_variants(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """engines/ plus test-only variants (e.g. whisper-tiny-en); pass as DALSTON_ENGINES_DIR / Catalog.load(root)."""
+    return assets.engines_tree(tmp_path_factory.mktemp("engines-tree"))
