@@ -65,6 +65,14 @@ def _dep_entries(value: object) -> list[dict]:
     return [v if isinstance(v, dict) else {"version": v} for v in value]  # type: ignore[union-attr]
 
 
+def _spec(text: str) -> SpecifierSet:
+    """A lock constraint as a specifier set: "*" is anything, a bare "2.16.2" means ==2.16.2."""
+    text = text.strip()
+    if text in ("", "*"):
+        return SpecifierSet()
+    return SpecifierSet(f"=={text}" if text[0].isdigit() else text)
+
+
 def load_lock(path: Path) -> tuple[list[Locked], dict[str, list[str]]]:
     data = tomllib.loads(path.read_text(encoding="utf-8"))
     lock_version = data.get("metadata", {}).get("lock-version", "0")
@@ -91,18 +99,45 @@ def select(packages: list[Locked], extras: list[str], env: dict[str, str]) -> di
         if applies(p.marker, extras, env):
             chosen.setdefault(p.name, []).append(p)
     result = {name: cands[0] for name, cands in chosen.items() if len(cands) == 1}
+    # The extras each package is asked for (torch -> cuda-toolkit[cublas,...]): a dependency's own
+    # markers speak of the dependent's extras, not ours.
+    asked: dict[str, list[str]] = {}
+    for p in (c for cands in chosen.values() for c in cands):
+        for dep, entries in p.deps.items():
+            for e in entries:
+                asked.setdefault(dep, []).extend(e.get("extras", []))
     for name, cands in chosen.items():
         if len(cands) == 1:
             continue
-        specs = [SpecifierSet(e["version"]) if e.get("version", "*") != "*" else SpecifierSet()
+        specs = [_spec(e.get("version", "*"))
                  for p in result.values() for e in p.deps.get(name, [])
-                 if applies(Marker(e["markers"]) if e.get("markers") else None, extras, env)]
+                 if applies(Marker(e["markers"]) if e.get("markers") else None, asked.get(p.name, []), env)]
         fits = [c for c in cands if all(Version(c.version) in s for s in specs)]
         if not fits:
             sys.exit(f"poetry.lock: no locked version of {name} ({', '.join(c.version for c in cands)}) "
                      f"satisfies {', '.join(map(str, specs))}")
         result[name] = max(fits, key=lambda c: Version(c.version))
+    check_closed(result, asked, env)
     return result
+
+
+def check_closed(plan: dict[str, Locked], asked: dict[str, list[str]], env: dict[str, str]) -> None:
+    """Every dependency a selected package needs here is selected, at a version it accepts."""
+    problems = []
+    for p in plan.values():
+        for dep, entries in p.deps.items():
+            for e in entries:
+                if e.get("optional") and not asked.get(p.name):
+                    continue
+                if not applies(Marker(e["markers"]) if e.get("markers") else None, asked.get(p.name, []), env):
+                    continue
+                spec = _spec(e.get("version", "*"))
+                have = plan.get(dep)
+                if have is None or Version(have.version) not in spec:
+                    problems.append(f"{p.name}=={p.version} needs {dep}{spec or ''}, "
+                                    f"plan has {have.version if have else 'nothing'}")
+    if problems:
+        sys.exit("poetry.lock selection is not closed (re-run `poetry lock`?):\n  " + "\n  ".join(problems))
 
 
 def has_nvidia_driver() -> bool:
