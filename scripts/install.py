@@ -232,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [p.name for p in plan.values() if not satisfied(p)]
     if missing:
         sys.exit(f"after install, still not at the locked version: {', '.join(missing)}")
-    log("done: every locked package is installed; `dalston` is on PATH")
+    log("done: every locked package and dalston (editable) are installed")
     return 0
 
 

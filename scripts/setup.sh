@@ -52,3 +52,12 @@ if [[ $system == 1 ]]; then
 fi
 
 "$PYTHON" scripts/install.py --extras "$extras" "${pass[@]}"
+
+# pyenv only makes shims for new console scripts on `pyenv rehash`.
+if ! command -v dalston >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
+  pyenv rehash || true
+fi
+if ! command -v dalston >/dev/null 2>&1; then
+  bindir=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
+  log "warning=dalston_not_on_path fix='export PATH=$bindir:\$PATH' (or run: $PYTHON -m dalston.cli)"
+fi
