@@ -18,7 +18,8 @@ echo "test phase=assets seconds=$((SECONDS - started))"
 
 started=$SECONDS
 status=0
-"$PYTHON" -m pytest -q "$@" || status=$?
+# A per-test ceiling so one hung test cannot eat the CI budget (pytest-timeout, from the dev extra).
+"$PYTHON" -m pytest -q --timeout "${DALSTON_TEST_TIMEOUT:-900}" "$@" || status=$?
 echo "test phase=pytest seconds=$((SECONDS - started)) exit=$status"
 if [[ $status == 5 ]]; then
   echo "test: error: pytest collected no tests" >&2
