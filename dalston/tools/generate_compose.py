@@ -1,0 +1,115 @@
+"""Generate `compose.yaml` from the variant files: the gateway plus one service per engine variant.
+
+    python -m dalston.tools.generate_compose            # rewrite compose.yaml
+    python -m dalston.tools.generate_compose --check    # exit 1 if compose.yaml is not current
+
+Each engine service runs the variant's Nix image (`dalston-<id>:<version>`, loaded with
+`nix run .#image-<id>.copyToDockerDaemon` or similar) or builds it from its family's Dockerfile,
+registers itself with the gateway, and reports ready on /ready. `docker compose up` starts the
+gateway and the default variants (deploy/defaults.yaml); any other variant runs with
+`docker compose --profile <id> up`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+from dalston.catalog import Catalog, CatalogEntry, SpecInvalid
+from dalston.tools import deployment as d
+
+OUTPUT = d.REPO_ROOT / "compose.yaml"
+KEYS_IN_CONTAINER = "/etc/dalston/keys.txt"
+TOKEN = "${DALSTON_INTERNAL_TOKEN:?set DALSTON_INTERNAL_TOKEN to a shared secret, e.g. openssl rand -hex 32}"
+KEYS_ON_HOST = "${DALSTON_KEYS_FILE:-./keys.txt}"
+
+
+def _healthcheck(start_period_s: int) -> dict[str, Any]:
+    return {"test": d.ready_probe_command(d.ENGINE_PORT), "interval": "10s", "timeout": "5s", "retries": 3,
+            "start_period": f"{start_period_s}s"}
+
+
+def gateway_service() -> dict[str, Any]:
+    return {
+        "image": d.gateway_image(),
+        "build": {"context": ".", "dockerfile": "deploy/docker/gateway.Dockerfile"},
+        "command": d.gateway_command(),
+        "ports": [f"{d.GATEWAY_PORT}:{d.GATEWAY_PORT}"],
+        "environment": {"DALSTON_INTERNAL_TOKEN": TOKEN, "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER},
+        "volumes": [f"{KEYS_ON_HOST}:{KEYS_IN_CONTAINER}:ro"],
+        "healthcheck": _healthcheck(10),
+        "restart": "unless-stopped",
+    }
+
+
+def engine_service(entry: CatalogEntry, catalog: Catalog, default: bool) -> dict[str, Any]:
+    spec = entry.spec
+    name = d.service_name(entry)
+    warm_s = (spec.performance.warm_start_latency_ms or 10_000) // 1000
+    service: dict[str, Any] = {
+        "image": d.image_name(spec),
+        "build": {"context": ".", "dockerfile": d.dockerfile_for(entry), "args": d.build_args(entry, catalog)},
+        "command": d.engine_command(spec),
+        "environment": {
+            "ENGINE_ID": spec.id,
+            "DALSTON_GATEWAY_URL": f"http://{d.GATEWAY_SERVICE}:{d.GATEWAY_PORT}",
+            "DALSTON_ADVERTISE_URL": f"http://{name}:{d.ENGINE_PORT}",
+            "DALSTON_INTERNAL_TOKEN": TOKEN,
+            "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER,
+        },
+        "volumes": [f"{KEYS_ON_HOST}:{KEYS_IN_CONTAINER}:ro"],
+        "depends_on": [d.GATEWAY_SERVICE],
+        "healthcheck": _healthcheck(max(30, 4 * warm_s)),
+        "restart": "unless-stopped",
+        "stop_grace_period": "60s" if spec.is_streaming else "30s",
+    }
+    resources: dict[str, Any] = {"limits": {"memory": spec.container.memory}}
+    if spec.container.gpu == "required":
+        resources["reservations"] = {"devices": [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}
+    service["deploy"] = {"resources": resources}
+    if not default:
+        service["profiles"] = [spec.id]
+    return service
+
+
+def render(catalog: Catalog) -> str:
+    defaults = d.load_defaults(catalog)
+    services: dict[str, Any] = {d.GATEWAY_SERVICE: gateway_service()}
+    for engine_id, entry in catalog.engines.items():
+        services[d.service_name(entry)] = engine_service(entry, catalog, engine_id in defaults.default_variants)
+    header = (f"# {d.GENERATED.format(module='dalston.tools.generate_compose')}\n"
+              "# docker compose up                      -> gateway + " + ", ".join(defaults.default_variants) + "\n"
+              "# docker compose --profile <id> up       -> also that variant (e.g. --profile whisper-base)\n"
+              "# Needs DALSTON_INTERNAL_TOKEN in the environment and a keys file (DALSTON_KEYS_FILE, default\n"
+              "# ./keys.txt) from `dalston keys create --keys-file keys.txt`. See docs/DEPLOY.md.\n")
+    return header + d.dump_yaml({"name": "dalston", "services": services})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dalston.tools.generate_compose", description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the file differs from what would be written")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--engines-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        text = render(Catalog.load(args.engines_dir))
+    except (SpecInvalid, ValueError) as exc:
+        print(f"generate_compose: error: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
+        if current != text:
+            print(f"{args.output}: out of date; run python -m dalston.tools.generate_compose", file=sys.stderr)
+            return 1
+        print(f"{args.output}: up to date")
+        return 0
+    args.output.write_text(text, encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

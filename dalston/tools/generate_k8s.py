@@ -1,0 +1,214 @@
+"""Generate Kubernetes manifests from the variant files, in a kustomize layout under deploy/k8s/.
+
+    python -m dalston.tools.generate_k8s [--output deploy/k8s] [--check]
+
+Layout:
+    base/                 the gateway (Deployment + Service) and its kustomization.yaml
+    variants/<id>/        one engine variant: Deployment, Service, HorizontalPodAutoscaler, kustomization.yaml
+    kustomization.yaml    base + the default variants (deploy/defaults.yaml); add others with
+                          `resources: [- variants/<id>]` in an overlay of your own
+
+Everything a variant needs comes from its spec: memory request (hardware.min_ram_gb) and limit
+(container.memory), `nvidia.com/gpu` and a node affinity on NVIDIA GPU feature discovery's
+`nvidia.com/gpu.product` label when the GPU is required, a startup probe sized from the warm start
+latency. Secrets the operator creates: `dalston-internal` (key `token`) and `dalston-keys` (key `keys.txt`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+
+from dalston.catalog import Catalog, CatalogEntry, SpecInvalid
+from dalston.tools import deployment as d
+
+OUTPUT = d.REPO_ROOT / "deploy" / "k8s"
+INTERNAL_SECRET = "dalston-internal"
+KEYS_SECRET = "dalston-keys"
+KEYS_DIR = "/etc/dalston/keys"
+GATEWAY_NAME = "dalston-gateway"
+PRESTOP_SLEEP_S = 5
+
+
+def _labels(component: str, engine_id: str | None = None, stage: str | None = None) -> dict[str, str]:
+    labels = {"app.kubernetes.io/name": "dalston", "app.kubernetes.io/component": component}
+    if engine_id:
+        labels["dalston.dev/engine-id"] = engine_id
+    if stage:
+        labels["dalston.dev/stage"] = stage
+    return labels
+
+
+def _secret_env() -> list[dict[str, Any]]:
+    return [
+        {"name": "DALSTON_INTERNAL_TOKEN",
+         "valueFrom": {"secretKeyRef": {"name": INTERNAL_SECRET, "key": "token"}}},
+        {"name": "DALSTON_KEYS_FILE", "value": f"{KEYS_DIR}/keys.txt"},
+    ]
+
+
+def _keys_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    return ({"name": "keys", "secret": {"secretName": KEYS_SECRET}},
+            {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
+
+
+def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 3,
+            "failureThreshold": failures}
+
+
+def _service(name: str, labels: dict[str, str], port: int) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": name, "labels": labels},
+            "spec": {"type": "ClusterIP", "selector": labels,
+                     "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}}
+
+
+def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
+    spec = entry.spec
+    name = d.service_name(entry)
+    labels = _labels("engine", spec.id, entry.stage)
+    volume, mount = _keys_volume()
+    resources: dict[str, Any] = {
+        "requests": {"memory": d.gib(spec.hardware.min_ram_gb), "cpu": "1"},
+        "limits": {"memory": d.k8s_quantity(spec.container.memory)},
+    }
+    pod: dict[str, Any] = {}
+    if spec.container.gpu == "required":
+        resources["limits"]["nvidia.com/gpu"] = 1
+        products = [label for gpu in spec.hardware.recommended_gpu for label in d.GPU_PRODUCT_LABELS[gpu]]
+        pod["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+            {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": products}]}]}}}
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    warm_s = (spec.performance.warm_start_latency_ms or 10_000) / 1000
+    # Streaming sessions may run for long: give them time to finish after SIGTERM (the engine stops
+    # taking new work and deregisters at once, so the gateway sends it nothing new meanwhile).
+    grace = 300 if spec.is_streaming else 120
+    container = {
+        "name": "engine",
+        "image": d.image_name(spec),
+        "command": d.engine_command(spec),
+        "ports": [{"name": "http", "containerPort": d.ENGINE_PORT, "protocol": "TCP"}],
+        "env": [
+            {"name": "ENGINE_ID", "value": spec.id},
+            {"name": "DALSTON_GATEWAY_URL", "value": f"http://{GATEWAY_NAME}:{d.GATEWAY_PORT}"},
+            {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "DALSTON_ADVERTISE_URL", "value": f"http://$(POD_IP):{d.ENGINE_PORT}"},
+            *_secret_env(),
+            {"name": "HF_HUB_OFFLINE", "value": "1"},
+        ],
+        "resources": resources,
+        "startupProbe": _http_probe("/health", 5, max(12, math.ceil(4 * warm_s / 5))),
+        "readinessProbe": _http_probe("/ready", 5, 2),
+        "livenessProbe": _http_probe("/health", 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
+        "volumeMounts": [mount],
+    }
+    pod.update({"terminationGracePeriodSeconds": grace, "containers": [container], "volumes": [volume]})
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels, "annotations": {
+                         "prometheus.io/scrape": "true", "prometheus.io/port": str(d.ENGINE_PORT),
+                         "prometheus.io/path": "/metrics"}}, "spec": pod}}}
+
+
+def engine_hpa(entry: CatalogEntry, defaults: d.Defaults) -> dict[str, Any]:
+    name = d.service_name(entry)
+    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+            "metadata": {"name": name, "labels": _labels("engine", entry.spec.id, entry.stage)},
+            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
+                     "minReplicas": defaults.hpa_min_replicas, "maxReplicas": defaults.hpa_max_replicas,
+                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
+                         "type": "Utilization", "averageUtilization": defaults.hpa_cpu_utilization}}}]}}
+
+
+def gateway_deployment() -> dict[str, Any]:
+    labels = _labels("gateway")
+    volume, mount = _keys_volume()
+    container = {
+        "name": "gateway", "image": d.gateway_image(), "command": d.gateway_command(),
+        "ports": [{"name": "http", "containerPort": d.GATEWAY_PORT, "protocol": "TCP"}],
+        "env": _secret_env(),
+        "resources": {"requests": {"memory": "256Mi", "cpu": "500m"}, "limits": {"memory": "1Gi"}},
+        "readinessProbe": _http_probe("/ready", 5, 2),
+        "livenessProbe": _http_probe("/health", 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
+        "volumeMounts": [mount],
+    }
+    # One replica: the live-instance table is in memory and engines register with the Service, so a
+    # second replica would see only the engines that happened to reach it (see docs/DEPLOY.md).
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": GATEWAY_NAME, "labels": labels},
+            "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels, "annotations": {
+                         "prometheus.io/scrape": "true", "prometheus.io/port": str(d.GATEWAY_PORT)}},
+                         "spec": {"terminationGracePeriodSeconds": 60, "containers": [container],
+                                  "volumes": [volume]}}}}
+
+
+def _kustomization(resources: list[str]) -> dict[str, Any]:
+    return {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization", "resources": resources}
+
+
+def render(catalog: Catalog) -> dict[str, str]:
+    """Every file under the output directory: relative path -> YAML text."""
+    defaults = d.load_defaults(catalog)
+    header = f"# {d.GENERATED.format(module='dalston.tools.generate_k8s')}\n"
+    docs: dict[str, Any] = {
+        "base/gateway-deployment.yaml": gateway_deployment(),
+        "base/gateway-service.yaml": _service(GATEWAY_NAME, _labels("gateway"), d.GATEWAY_PORT),
+        "base/kustomization.yaml": _kustomization(["gateway-deployment.yaml", "gateway-service.yaml"]),
+    }
+    for engine_id, entry in catalog.engines.items():
+        labels = _labels("engine", engine_id, entry.stage)
+        docs[f"variants/{engine_id}/deployment.yaml"] = engine_deployment(entry)
+        docs[f"variants/{engine_id}/service.yaml"] = _service(d.service_name(entry), labels, d.ENGINE_PORT)
+        docs[f"variants/{engine_id}/hpa.yaml"] = engine_hpa(entry, defaults)
+        docs[f"variants/{engine_id}/kustomization.yaml"] = _kustomization(
+            ["deployment.yaml", "service.yaml", "hpa.yaml"])
+    docs["kustomization.yaml"] = _kustomization(["base", *(f"variants/{v}" for v in defaults.default_variants)])
+    return {path: header + d.dump_yaml(doc) for path, doc in docs.items()}
+
+
+def _existing(output: Path) -> dict[str, str]:
+    return {p.relative_to(output).as_posix(): p.read_text(encoding="utf-8")
+            for p in sorted(output.rglob("*.yaml"))} if output.exists() else {}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m dalston.tools.generate_k8s", description=__doc__.splitlines()[0])
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--check", action="store_true", help="exit 1 if the files differ from what would be written")
+    parser.add_argument("--engines-dir", type=Path, default=None)
+    args = parser.parse_args(argv)
+    try:
+        files = render(Catalog.load(args.engines_dir))
+    except (SpecInvalid, ValueError) as exc:
+        print(f"generate_k8s: error: {exc}", file=sys.stderr)
+        return 1
+    if args.check:
+        current = _existing(args.output)
+        stale = sorted(p for p in set(files) | set(current) if files.get(p) != current.get(p))
+        if stale:
+            print(f"{args.output}: out of date ({', '.join(stale)}); run python -m dalston.tools.generate_k8s",
+                  file=sys.stderr)
+            return 1
+        print(f"{args.output}: up to date ({len(files)} files)")
+        return 0
+    for path in set(_existing(args.output)) - set(files):  # a removed variant leaves nothing behind
+        (args.output / path).unlink()
+    for path, text in files.items():
+        target = args.output / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text, encoding="utf-8")
+    for directory in sorted((p for p in args.output.rglob("*") if p.is_dir()), reverse=True):
+        if not any(directory.iterdir()):
+            directory.rmdir()
+    print(f"wrote {len(files)} files under {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""compose.yaml and deploy/k8s/ are current, derived from the variant files, and valid.
+
+Kubernetes manifests are checked against the API schemas shipped by `kubernetes-validate` (pinned
+in the dev extra), strictly: an unknown field fails as a real API server would reject it.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dalston.catalog import Catalog
+from dalston.tools import deployment as d
+from dalston.tools import generate_compose, generate_k8s
+
+REPO = d.REPO_ROOT
+K8S_VERSION = "1.31.0"
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return Catalog.load()
+
+
+def test_compose_is_current(capsys):
+    assert generate_compose.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_k8s_is_current(capsys):
+    assert generate_k8s.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_check_detects_drift(tmp_path, capsys):
+    out = tmp_path / "compose.yaml"
+    out.write_text((REPO / "compose.yaml").read_text().replace("memory: 4G", "memory: 5G", 1))
+    assert generate_compose.main(["--check", "--output", str(out)]) == 1
+    k8s = tmp_path / "k8s"
+    shutil.copytree(REPO / "deploy" / "k8s", k8s)
+    (k8s / "variants" / "whisper-base" / "hpa.yaml").unlink()
+    assert generate_k8s.main(["--check", "--output", str(k8s)]) == 1
+    assert "variants/whisper-base/hpa.yaml" in capsys.readouterr().err
+
+
+def test_compose_services_follow_the_specs(catalog):
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    services = compose["services"]
+    defaults = d.load_defaults(catalog)
+    assert set(services) == {"gateway"} | {d.service_name(e) for e in catalog.engines.values()}
+    assert "profiles" not in services["gateway"]
+    for engine_id, entry in catalog.engines.items():
+        spec = entry.spec
+        name = f"stt-realtime-{engine_id}" if spec.is_streaming else f"stt-batch-{entry.stage}-{engine_id}"
+        service = services[name]
+        assert service["image"] == f"dalston-{engine_id}:{spec.version}"
+        assert service["environment"]["ENGINE_ID"] == engine_id
+        assert service["environment"]["DALSTON_GATEWAY_URL"] == "http://gateway:8000"
+        assert "DALSTON_INTERNAL_TOKEN" in service["environment"]
+        assert service["deploy"]["resources"]["limits"]["memory"] == spec.container.memory
+        gpu = service["deploy"]["resources"].get("reservations", {}).get("devices")
+        assert (gpu is not None) == (spec.container.gpu == "required")
+        assert "/ready" in service["healthcheck"]["test"][-1]
+        if engine_id in defaults.default_variants:
+            assert "profiles" not in service
+        else:
+            assert service["profiles"] == [engine_id]
+
+
+def test_docker_build_args_resolve(catalog):
+    """Every variant's Dockerfile and build args point at files that exist (no docker engine runs here)."""
+    compose = yaml.safe_load((REPO / "compose.yaml").read_text())
+    for engine_id, entry in catalog.engines.items():
+        build = compose["services"][d.service_name(entry)]["build"]
+        dockerfile = REPO / build["dockerfile"]
+        assert dockerfile.is_file()
+        text = dockerfile.read_text()
+        assert "ARG VARIANT" in text and "ARG FAMILY_DIR" in text
+        family_dir = REPO / build["args"]["FAMILY_DIR"]
+        assert family_dir == entry.dir and entry.path.is_relative_to(family_dir)
+        assert build["args"]["VARIANT"] == engine_id
+        # COPY sources in the build context exist.
+        for line in text.splitlines():
+            if line.startswith("COPY ") and "${" not in line:
+                for source in line.split()[1:-1]:
+                    assert (REPO / source).exists(), f"{dockerfile.name}: COPY {source} is missing"
+
+
+def test_dockerfile_weights_step_uses_the_variant_pins():
+    """The weights come from `dalston models pull <VARIANT>`, i.e. the YAML's pinned list, never a copy."""
+    for name in ("whisper.Dockerfile", "nemo.Dockerfile"):
+        text = (REPO / "deploy" / "docker" / name).read_text()
+        assert 'dalston models pull "$VARIANT"' in text
+        assert not re.search(r"[0-9a-f]{40,64}", text)  # no second list of hashes or revisions
+        assert "COPY ${FAMILY_DIR} /app/${FAMILY_DIR}" in text and "DALSTON_ENGINES_DIR=/app/engines" in text
+
+
+def _manifests() -> list[Path]:
+    return sorted(p for p in (REPO / "deploy" / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
+
+
+@pytest.mark.parametrize("path", _manifests(), ids=lambda p: str(p.relative_to(REPO / "deploy" / "k8s")))
+def test_k8s_manifest_validates(path):
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for document in yaml.safe_load_all(path.read_text()):
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+def test_validator_rejects_a_broken_manifest():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    doc = yaml.safe_load((REPO / "deploy/k8s/variants/whisper-base/deployment.yaml").read_text())
+    doc["spec"]["template"]["spec"]["containers"][0]["resourcez"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(doc, K8S_VERSION, strict=True)
+
+
+def test_kustomizations_reference_existing_resources(catalog):
+    root = REPO / "deploy" / "k8s"
+    for kfile in root.rglob("kustomization.yaml"):
+        for resource in yaml.safe_load(kfile.read_text())["resources"]:
+            assert (kfile.parent / resource).exists(), f"{kfile}: {resource} missing"
+    top = yaml.safe_load((root / "kustomization.yaml").read_text())["resources"]
+    assert top == ["base", *(f"variants/{v}" for v in d.load_defaults(catalog).default_variants)]
+
+
+def test_k8s_resources_follow_the_specs(catalog):
+    root = REPO / "deploy" / "k8s" / "variants"
+    for engine_id, entry in catalog.engines.items():
+        spec = entry.spec
+        dep = yaml.safe_load((root / engine_id / "deployment.yaml").read_text())
+        pod = dep["spec"]["template"]["spec"]
+        container = pod["containers"][0]
+        assert container["image"] == d.image_name(spec)
+        assert container["resources"]["limits"]["memory"] == spec.container.memory.rstrip("i") + "i"
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health"
+        assert "preStop" in container["lifecycle"] and pod["terminationGracePeriodSeconds"] > 0
+        if spec.container.gpu == "required":
+            assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+            expr = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+                "nodeSelectorTerms"][0]["matchExpressions"][0]
+            assert expr["key"] == "nvidia.com/gpu.product"
+            for gpu in spec.hardware.recommended_gpu:
+                assert set(d.GPU_PRODUCT_LABELS[gpu]) <= set(expr["values"])
+        else:
+            assert "nvidia.com/gpu" not in container["resources"]["limits"] and "affinity" not in pod
+        hpa = yaml.safe_load((root / engine_id / "hpa.yaml").read_text())
+        assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"] == d.service_name(entry)
+
+
+def test_gpu_label_map_is_total():
+    assert d.GPU_PRODUCT_LABELS["t4"] == ("Tesla-T4",)
+
+
+def test_new_variant_needs_no_code(tmp_path):
+    """A variant added as one YAML file gets its compose service and manifests with no other change."""
+    engines = tmp_path / "engines"
+    shutil.copytree(REPO / "engines", engines)
+    base = engines / "transcribe" / "whisper" / "variants" / "base.yaml"
+    (base.parent / "small.yaml").write_text(base.read_text().replace("id: whisper-base", "id: whisper-small"))
+    catalog = Catalog.load(engines)
+    compose = yaml.safe_load(generate_compose.render(catalog))
+    assert compose["services"]["stt-batch-transcribe-whisper-small"]["profiles"] == ["whisper-small"]
+    files = generate_k8s.render(catalog)
+    assert "variants/whisper-small/deployment.yaml" in files
