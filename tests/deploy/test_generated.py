@@ -165,3 +165,18 @@ def test_new_variant_needs_no_code(tmp_path):
     assert compose["services"]["stt-batch-transcribe-whisper-small"]["profiles"] == ["whisper-small"]
     files = generate_k8s.render(catalog)
     assert "variants/whisper-small/deployment.yaml" in files
+
+
+def test_sizing_table_in_deploy_doc_is_current(capsys):
+    from dalston.tools import sizing_table
+
+    assert sizing_table.main(["--check"]) == 0, capsys.readouterr().err
+
+
+def test_sizing_table_has_every_variant(catalog):
+    from dalston.tools import sizing_table
+
+    table = sizing_table.render_table(catalog)
+    for engine_id, entry in catalog.engines.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{engine_id}` "))
+        assert entry.spec.container.memory in row and d.service_name(entry) in row
