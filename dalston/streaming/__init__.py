@@ -1,0 +1,1 @@
+"""Streaming policies shared by realtime engine families (model-agnostic)."""

@@ -1,0 +1,264 @@
+"""LocalAgreement-2 streaming over any offline word-level decoder (model-agnostic, unit-testable).
+
+The policy (after Machacek et al., "Turning Whisper into Real-Time Transcription System", 2023):
+audio accumulates in a buffer that is re-decoded every `min_chunk_s` of new speech; the words two
+consecutive hypotheses agree on (longest common prefix) are *committed* and never change again;
+the rest is tentative. Committed text that has left the buffer is fed back as the prompt, and the
+buffer is trimmed at a committed sentence end once it grows beyond `max_buffer_s`, so decode cost
+stays bounded however long someone talks. The prompt is reset at each pause (see `_begin_utterance`).
+
+On top of that, an energy VAD splits the stream into utterances: at the start of speech the
+session emits `vad.speech_start`; at the end of speech the whole utterance buffer is decoded one
+last time, everything is committed and sent as `transcript.final`, then `vad.speech_end`. Silence
+is never decoded (Whisper invents text on silence). Partials are committed + tentative text of the
+current utterance; finals are stable text.
+
+WHY the policy steps in `min_chunk_s` increments of *stream* time rather than wall-clock time: the
+result is then the same whether a client paces audio in real time or sends a file at once, which
+makes transcripts reproducible and testable. The server bounds how many sessions decode at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from dalston.engine_sdk.base import StreamingSession
+from dalston.engine_sdk.types import StreamEvent, Word
+from dalston.streaming.vad import EnergyVad, VadConfig
+
+#: decode(audio, prompt) -> words with times in seconds relative to the start of `audio`.
+Decoder = Callable[[np.ndarray, str], Sequence[Word]]
+
+_SENTENCE_END = re.compile(r"[.?!。？！]['\"”’)]*$")
+_PROMPT_CHARS = 200
+_PREROLL_S = 0.3
+_DUP_TOLERANCE_S = 0.1
+_TAIL_S = 0.3
+
+
+def normalize_word(text: str) -> str:
+    """How two hypotheses' words are compared: case and punctuation do not break agreement."""
+    return re.sub(r"[^\w']", "", text.lower())
+
+
+def join_words(words: Sequence[Word]) -> str:
+    """Words carry their own leading space (Whisper style); join and tidy."""
+    return re.sub(r"\s+", " ", "".join(w.word if w.word[:1].isspace() else " " + w.word for w in words)).strip()
+
+
+def common_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
+    """Length of the longest common prefix of two hypotheses, by normalized word."""
+    n = 0
+    for x, y in zip(a, b):
+        if normalize_word(x.word) != normalize_word(y.word):
+            break
+        n += 1
+    return n
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    min_chunk_s: float = 1.0
+    max_buffer_s: float = 15.0
+    sample_rate: int = 16000
+    vad: VadConfig = VadConfig()
+
+
+class LocalAgreementSession(StreamingSession):
+    """One stream's state: VAD, the utterance buffer, committed and tentative words."""
+
+    def __init__(self, decode: Decoder, config: PolicyConfig | None = None) -> None:
+        self.decode = decode
+        self.config = config or PolicyConfig()
+        self.vad = EnergyVad(self.config.vad, self.config.sample_rate)
+        sr = self.config.sample_rate
+        self._frame = self.vad.frame_samples
+        self._min_chunk = int(self.config.min_chunk_s * sr)
+        self._preroll_max = int(_PREROLL_S * sr)
+        self._pending = np.zeros(0, dtype=np.float32)  # samples not yet a whole VAD frame
+        self._preroll = np.zeros(0, dtype=np.float32)
+        self._samples_seen = 0  # stream position (samples) of the end of processed frames
+        self._buffer: list[np.ndarray] = []
+        self._buffer_len = 0
+        self._buffer_start = 0.0  # stream seconds of buffer[0]
+        self._since_decode = 0
+        self._utt_start = 0.0
+        self._committed: list[Word] = []  # committed in this utterance, not yet sent as final
+        self._last_committed_end = 0.0
+        self._tentative: list[Word] = []
+        self._history: list[str] = []  # final text, for the prompt
+        self._last_partial = ""
+        self._last_loud = 0  # stream position (samples) just after the last loud frame
+        self.decodes = 0
+
+    # ------------------------------------------------------------------ public API
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        data = np.concatenate([self._pending, np.asarray(audio, dtype=np.float32).reshape(-1)])
+        whole = len(data) // self._frame * self._frame
+        self._pending = data[whole:].copy()
+        for i in range(0, whole, self._frame):
+            events.extend(self._frame_in(data[i:i + self._frame]))
+        return events
+
+    def finish(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        if len(self._pending) and self.vad.in_speech:
+            self._append(self._pending)
+            self._samples_seen += len(self._pending)
+        self._pending = np.zeros(0, dtype=np.float32)
+        if self.vad.in_speech:
+            events.extend(self._end_utterance())
+            events.append(StreamEvent("vad.speech_end", {"time": round(self._now(), 3)}))
+        return events
+
+    # ------------------------------------------------------------------ internals
+    def _now(self) -> float:
+        return self._samples_seen / self.config.sample_rate
+
+    def _frame_in(self, frame: np.ndarray) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        edge = self.vad.update(frame)
+        if edge == "start":
+            self._begin_utterance()
+            events.append(StreamEvent("vad.speech_start", {"time": round(self._utt_start, 3)}))
+        self._samples_seen += len(frame)
+        if self.vad.loud:
+            self._last_loud = self._samples_seen
+        if self.vad.in_speech or edge == "end":
+            self._append(frame)
+            if edge == "end":
+                events.extend(self._end_utterance())
+                events.append(StreamEvent("vad.speech_end", {"time": round(self._now(), 3)}))
+            elif self._since_decode >= self._min_chunk:
+                events.extend(self._step())
+        else:
+            self._preroll = np.concatenate([self._preroll, frame])[-self._preroll_max:]
+        return events
+
+    def _begin_utterance(self) -> None:
+        """Called before the triggering frame is counted: the loud frames before it are in the preroll."""
+        now = self._now()
+        self._buffer = [self._preroll] if len(self._preroll) else []
+        self._buffer_len = len(self._preroll)
+        self._buffer_start = now - self._buffer_len / self.config.sample_rate
+        self._preroll = np.zeros(0, dtype=np.float32)
+        cfg = self.vad.config
+        self._utt_start = max(self._buffer_start, now - (cfg.min_speech_ms - cfg.frame_ms) / 1000)
+        self._since_decode = self._buffer_len
+        self._committed = []
+        self._tentative = []
+        self._last_committed_end = self._buffer_start
+        self._last_partial = ""
+        # The prompt carries context only within one utterance: across a pause, a prompt made small
+        # models (tiny.en) loop on the previous sentence ("Try again. Try again. ...").
+        self._history = []
+
+    def _append(self, samples: np.ndarray) -> None:
+        self._buffer.append(samples)
+        self._buffer_len += len(samples)
+        self._since_decode += len(samples)
+
+    def _audio(self) -> np.ndarray:
+        if len(self._buffer) > 1:
+            self._buffer = [np.concatenate(self._buffer)]
+        return self._buffer[0] if self._buffer else np.zeros(0, dtype=np.float32)
+
+    def _prompt(self) -> str:
+        return " ".join(self._history)[-_PROMPT_CHARS:].strip()
+
+    def _hypothesis(self) -> list[Word]:
+        """Decode the buffer; absolute times; drop what is already committed."""
+        self.decodes += 1
+        self._since_decode = 0
+        offset = self._buffer_start
+        words = [replace(w, start=w.start + offset, end=w.end + offset) for w in self.decode(self._audio(), self._prompt())]
+        words = [w for w in words if w.start > self._last_committed_end - _DUP_TOLERANCE_S and normalize_word(w.word)]
+        # The buffer still holds committed audio: drop a repeated tail of committed words (1..5-gram).
+        if self._committed and words:
+            for n in range(min(5, len(self._committed), len(words)), 0, -1):
+                tail = [normalize_word(w.word) for w in self._committed[-n:]]
+                head = [normalize_word(w.word) for w in words[:n]]
+                if tail == head:
+                    words = words[n:]
+                    break
+        return words
+
+    def _step(self) -> list[StreamEvent]:
+        hyp = self._hypothesis()
+        agreed = common_prefix(self._tentative, hyp)
+        if agreed:
+            self._committed.extend(hyp[:agreed])
+            self._last_committed_end = hyp[agreed - 1].end
+        self._tentative = hyp[agreed:]
+        events = self._trim()
+        partial = self._partial_event()
+        if partial is not None:
+            events.append(partial)
+        return events
+
+    def _partial_event(self) -> StreamEvent | None:
+        words = self._committed + self._tentative
+        text = join_words(words)
+        if not text or text == self._last_partial:
+            return None
+        self._last_partial = text
+        return StreamEvent("transcript.partial", {
+            "text": text, "start": round(words[0].start, 3), "end": round(max(words[-1].end, self._now()), 3),
+            "committed": join_words(self._committed),
+        })
+
+    def _trim(self) -> list[StreamEvent]:
+        """Past max_buffer_s: finalize committed words up to the last sentence end and cut the audio there."""
+        sr = self.config.sample_rate
+        if self._buffer_len / sr <= self.config.max_buffer_s or not self._committed:
+            return []
+        cut = next((i for i in range(len(self._committed) - 1, -1, -1)
+                    if _SENTENCE_END.search(self._committed[i].word.strip())), None)
+        if cut is None and self._buffer_len / sr > self.config.max_buffer_s * 1.5:
+            cut = len(self._committed) - 1  # no sentence end in sight: cut at the last committed word
+        if cut is None:
+            return []
+        final_words = self._committed[:cut + 1]
+        self._committed = self._committed[cut + 1:]
+        cut_time = final_words[-1].end
+        drop = min(self._buffer_len, max(0, int((cut_time - self._buffer_start) * sr)))
+        audio = self._audio()[drop:]
+        self._buffer = [audio]
+        self._buffer_len = len(audio)
+        self._buffer_start += drop / sr
+        self._last_partial = ""
+        return [self._final_event(final_words)]
+
+    def _end_utterance(self) -> list[StreamEvent]:
+        # Decode only up to shortly after the last loud frame: trailing silence makes Whisper invent words.
+        sr = self.config.sample_rate
+        keep = int((self._last_loud / sr + _TAIL_S - self._buffer_start) * sr)
+        if 0 < keep < self._buffer_len:
+            self._buffer = [self._audio()[:keep]]
+            self._buffer_len = keep
+        if self._since_decode > 0 or not (self._committed or self._tentative):
+            hyp = self._hypothesis() if self._buffer_len else []
+        else:
+            hyp = self._tentative
+        words = self._committed + hyp
+        self._committed, self._tentative = [], []
+        self._buffer, self._buffer_len, self._since_decode = [], 0, 0
+        self._last_partial = ""
+        return [self._final_event(words)] if words else []
+
+    def _final_event(self, words: list[Word]) -> StreamEvent:
+        text = join_words(words)
+        self._history.append(text)
+        self._history = self._history[-8:]
+        return StreamEvent("transcript.final", {
+            "text": text,
+            "start": round(words[0].start, 3),
+            "end": round(words[-1].end, 3),
+            "words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3),
+                       "probability": None if w.probability is None else round(w.probability, 4)} for w in words],
+        })
