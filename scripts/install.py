@@ -31,11 +31,13 @@ from pathlib import Path
 
 try:
     from packaging.markers import Marker, default_environment
+    from packaging.requirements import Requirement
     from packaging.specifiers import SpecifierSet
     from packaging.utils import canonicalize_name
     from packaging.version import Version
 except ImportError:  # a fresh interpreter: pip always carries its own copy
     from pip._vendor.packaging.markers import Marker, default_environment
+    from pip._vendor.packaging.requirements import Requirement
     from pip._vendor.packaging.specifiers import SpecifierSet
     from pip._vendor.packaging.utils import canonicalize_name
     from pip._vendor.packaging.version import Version
@@ -140,6 +142,25 @@ def check_closed(plan: dict[str, Locked], asked: dict[str, list[str]], env: dict
         sys.exit("poetry.lock selection is not closed (re-run `poetry lock`?):\n  " + "\n  ".join(problems))
 
 
+def check_fresh(pyproject: Path, plan: dict[str, Locked], extras: list[str], env: dict[str, str]) -> None:
+    """Fail early when pyproject.toml asks for something the lock does not provide (a stale lock)."""
+    project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    wanted = list(project.get("dependencies", []))
+    for extra in extras:
+        wanted += project.get("optional-dependencies", {}).get(extra, [])
+    stale = []
+    for text in wanted:
+        req = Requirement(text)
+        if req.marker is not None and not applies(req.marker, extras, env):
+            continue
+        have = plan.get(canonicalize_name(req.name))
+        if have is None or not req.specifier.contains(Version(have.version), prereleases=True):
+            stale.append(f"{text} (locked: {have.version if have else 'nothing'})")
+    if stale:
+        sys.exit(f"poetry.lock is out of date with pyproject.toml: {'; '.join(stale)}\n"
+                 f"fix: run `poetry lock` and commit poetry.lock")
+
+
 def has_nvidia_driver() -> bool:
     return Path("/proc/driver/nvidia").exists() or shutil.which("nvidia-smi") is not None
 
@@ -201,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit(f"unknown extra(s) {', '.join(unknown)}; poetry.lock has: {', '.join(lock_extras)}")
     env = default_environment()
     plan = select(packages, extras, env)
+    check_fresh(ROOT / "pyproject.toml", plan, extras, env)
 
     if "torch" in plan:
         mode = args.torch
