@@ -9,7 +9,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONUNBUFFERED=1
 export NIX_CONFIG="${NIX_CONFIG:-$'experimental-features = nix-command flakes\nsubstituters ='}"
 
 started=$SECONDS
-scripts/setup.sh --extras whisper,server,dev,nemo
+bash scripts/setup.sh --extras whisper,server,dev,nemo
 echo "test phase=setup seconds=$((SECONDS - started))"
 
 started=$SECONDS
