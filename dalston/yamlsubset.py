@@ -78,8 +78,15 @@ def _pyyaml_value(text: str) -> Any:
     try:
         tag = loader.resolve(yaml.ScalarNode, text, (True, False))
         return loader.construct_object(yaml.ScalarNode(tag, text))
+    except yaml.YAMLError:  # e.g. '<<' (merge) or '=' (value): tags with no safe constructor
+        return _UNREPRESENTABLE
     finally:
         loader.dispose()
+
+
+_UNREPRESENTABLE = object()
+_HEX_OCT = re.compile(r"^(0o[0-7]+|0x[0-9a-fA-F]+)$")
+_ESCAPE = re.compile(r"\\(.)")
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -186,7 +193,12 @@ class _Builder:
         if event.tag is not None and not (event.implicit[0] or event.implicit[1]):
             raise self.fail(start, f"unsupported: tags ({event.tag})")
         style = event.style
+        before = self.text_lines[start.line][: start.column].rstrip() if start.line < len(self.text_lines) else ""
+        if before.endswith("?"):
+            raise self.fail(start, "unsupported: complex mapping keys (?)")
         if style in ("|", ">"):
+            if not (before.endswith(":") or before.endswith("-")):
+                raise self.fail(start, "unsupported: block scalar here (put | or > right after `key:` or `- `)")
             header = self.text_lines[start.line][start.column :].split("#", 1)[0].strip()
             if not _BLOCK_HEADER.match(header):
                 raise self.fail(start, f"unsupported: block scalar header '{header}' (use |, |-, > or >-)")
@@ -195,7 +207,7 @@ class _Builder:
             raise self.fail(start, "unsupported: scalars spanning several lines (use | or >)")
         if style == '"':
             raw = self.text_lines[start.line][start.column : end.column]
-            bad = re.search(r'\\([^\\"/nt])', raw)
+            bad = next((m for m in _ESCAPE.finditer(raw) if m.group(1) not in '\\"/nt'), None)
             if bad:
                 raise self.fail(start, f"unsupported: escape '\\{bad.group(1)}' (only \\\\ \\\" \\/ \\n \\t)")
             return event.value
@@ -205,6 +217,10 @@ class _Builder:
 
     def plain(self, event: ev.ScalarEvent) -> Any:
         text = event.value
+        if text[:1] in ("?", ":"):
+            raise self.fail(event.start_mark, f"invalid: a plain scalar cannot start with '{text[0]}'; quote it")
+        if _HEX_OCT.match(text):
+            raise self.fail(event.start_mark, f"unsupported: octal/hex integer '{text}'; write it in decimal")
         if _CORE_SPECIAL_FLOAT.match(text):
             raise self.fail(event.start_mark, f"unsupported: '{text}' (infinity and NaN)")
         core = _core_value(text)
@@ -220,6 +236,9 @@ class _Builder:
 
 def load_yaml(text: str, source: str) -> LoadedYaml:
     """Parse `text` (named `source` in errors) in the variant-file YAML subset."""
+    if "\r" in text:
+        line = text[: text.index("\r")].count("\n") + 1
+        raise YamlSubsetError(source, line, "unsupported: carriage returns (use \\n line ends)")
     if "\t" in "".join(line[: len(line) - len(line.lstrip())] for line in text.splitlines()):
         line = next(i for i, l in enumerate(text.splitlines(), 1) if "\t" in l[: len(l) - len(l.lstrip())])
         raise YamlSubsetError(source, line, "tabs are not allowed for indentation")
