@@ -1,0 +1,387 @@
+"""The realtime WebSocket protocol: `GET /v1/realtime?model=ID` (see docs/REALTIME.md).
+
+One connection is one session. The client sends a JSON `session.config`, then binary audio frames,
+then `{"type": "session.end"}` (or just closes); the server answers with JSON events. Each session
+owns a `StreamingSession` from the engine; its audio is handed to a worker task that runs
+`accept` / `finish` on a thread pool sized to `capabilities.max_concurrency`, strictly in order,
+so a slow decode never blocks the event loop (other sessions, `/health`) and never reorders events.
+
+WHY every refusal accepts first and then closes with a 4xxx code: a WebSocket closed before the
+handshake completes reaches the client as a bare HTTP 403, which cannot say *why*; after accepting,
+the client gets an `error` event with a machine-readable `code` and a close code it can branch on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from dalston.engine_sdk import SAMPLE_RATE, StreamEvent, StreamingEngine, StreamingSession
+
+log = logging.getLogger("dalston.realtime")
+
+CLOSE_NORMAL = 1000
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_FORBIDDEN_MODEL = 4003
+CLOSE_TOO_MANY_SESSIONS = 4029
+CLOSE_BAD_MESSAGE = 4400
+CLOSE_IDLE_TIMEOUT = 4408
+CLOSE_INTERNAL = 4500
+CLOSE_NOT_READY = 4503
+
+ENCODINGS = {"pcm16": 2, "float32": 4}  # bytes per sample
+SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
+DEFAULT_MAX_FRAME_BYTES = 1 << 20
+DEFAULT_IDLE_TIMEOUT_S = 30.0
+_QUEUE_FRAMES = 256  # backpressure: stop reading the socket when this many frames wait for decode
+
+
+@dataclass(frozen=True)
+class RealtimeLimits:
+    """Per-server limits; `dalston serve --realtime-idle-timeout` sets `idle_timeout_s`."""
+
+    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
+
+
+class ProtocolError(Exception):
+    """A client mistake: sent as an `error` event, then the socket is closed with `close_code`."""
+
+    def __init__(self, code: str, message: str, close_code: int = CLOSE_BAD_MESSAGE) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.close_code = close_code
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    sample_rate: int
+    encoding: str
+    language: str | None
+
+
+def parse_session_config(text: str, languages: list[str]) -> SessionConfig:
+    """Validate the first message; every field error names the field and the allowed values."""
+    message = _parse_json(text)
+    if message.get("type") != "session.config":
+        raise ProtocolError("config_required", f"the first message must be session.config, got type={message.get('type')!r}")
+    unknown = sorted(set(message) - {"type", "sample_rate", "encoding", "language"})
+    if unknown:
+        raise ProtocolError("invalid_config", f"session.config: unknown field(s) {', '.join(unknown)}")
+    rate = message.get("sample_rate", SAMPLE_RATE)
+    if not isinstance(rate, int) or isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        raise ProtocolError("invalid_sample_rate",
+                            f"session.config.sample_rate={rate!r}: must be one of {', '.join(map(str, SAMPLE_RATES))}")
+    encoding = message.get("encoding", "pcm16")
+    if encoding not in ENCODINGS:
+        raise ProtocolError("invalid_encoding", f"session.config.encoding={encoding!r}: must be pcm16 or float32")
+    language = message.get("language")
+    if language is not None:
+        if not isinstance(language, str) or not (2 <= len(language) <= 3 and language.isalpha()):
+            raise ProtocolError("invalid_language", f"session.config.language={language!r}: must be an ISO 639-1 code or null")
+        language = language.lower()
+        if "multilingual" not in languages and language not in languages:
+            raise ProtocolError("unsupported_language",
+                                f"session.config.language={language!r}: this model supports {', '.join(languages)}")
+    return SessionConfig(rate, encoding, language)
+
+
+def _parse_json(text: str) -> dict[str, Any]:
+    try:
+        message = json.loads(text)
+    except ValueError:
+        raise ProtocolError("invalid_json", f"text frames must be JSON objects; got {text[:40]!r}") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("invalid_json", "text frames must be JSON objects")
+    return message
+
+
+class AudioConverter:
+    """Client frames -> 16 kHz mono float32: checks alignment, decodes, resamples with state across frames."""
+
+    def __init__(self, config: SessionConfig) -> None:
+        self.width = ENCODINGS[config.encoding]
+        self.encoding = config.encoding
+        self.rate = config.sample_rate
+        self._resampler: Any = None
+        if self.rate != SAMPLE_RATE:
+            import av  # PyAV (libswresample): filtered, stateful resampling; ships with faster-whisper
+
+            self._av = av
+            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+
+    def convert(self, data: bytes) -> np.ndarray:
+        if len(data) % self.width:
+            raise ProtocolError("invalid_frame",
+                                f"binary frame of {len(data)} bytes is not a whole number of {self.encoding} samples "
+                                f"({self.width} bytes each)")
+        if self.encoding == "pcm16":
+            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        else:
+            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
+            if not np.all(np.isfinite(samples)):
+                raise ProtocolError("invalid_frame", "float32 frame contains NaN or infinity")
+        return self._resample(samples)
+
+    def flush(self) -> np.ndarray:
+        return self._resample(None)
+
+    def _resample(self, samples: np.ndarray | None) -> np.ndarray:
+        if self._resampler is None:
+            return samples if samples is not None else np.zeros(0, dtype=np.float32)
+        frame = None
+        if samples is not None:
+            if len(samples) == 0:
+                return samples
+            frame = self._av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
+            frame.sample_rate = self.rate
+        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
+        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
+
+
+class _Slots:
+    """Counts open sessions; `capabilities.max_concurrency` is the limit (no queue: realtime can't wait)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.active = 0
+
+    def try_acquire(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    header = websocket.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip()
+    return websocket.query_params.get("api_key")
+
+
+def _is_ready(state: Any) -> bool:
+    ready = getattr(state, "ready", True)
+    if hasattr(ready, "is_set"):
+        return bool(ready.is_set())
+    return bool(ready() if callable(ready) else ready)
+
+
+def _served_ids(state: Any) -> set[str]:
+    spec = state.spec
+    ids = {spec.id}
+    registry = getattr(state, "registry", None)
+    if registry is not None and hasattr(registry, "aliases_for"):
+        try:
+            ids.update(registry.aliases_for(spec.id))
+        except Exception:  # an alias table problem must not make the model unreachable by its id
+            pass
+    return ids
+
+
+def realtime_routes(state: Any, limits: RealtimeLimits | None = None) -> list[BaseRoute]:
+    """The `/v1/realtime` WebSocket route for a server whose engine is a `StreamingEngine`.
+
+    `state` is the server's `ServerState` (spec, engine, registry, keys, ready). Limits default to
+    `state.realtime_limits` when the server set one (from `--realtime-idle-timeout`).
+    """
+    limits = limits or getattr(state, "realtime_limits", None) or RealtimeLimits()
+    slots = _Slots(state.spec.capabilities.max_concurrency)
+    executor = ThreadPoolExecutor(max_workers=state.spec.capabilities.max_concurrency, thread_name_prefix="realtime")
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        handler = _SessionHandler(websocket, state, limits, slots, executor)
+        await handler.run()
+
+    return [WebSocketRoute("/v1/realtime", endpoint)]
+
+
+class _SessionHandler:
+    def __init__(self, websocket: WebSocket, state: Any, limits: RealtimeLimits, slots: _Slots,
+                 executor: ThreadPoolExecutor) -> None:
+        self.ws = websocket
+        self.state = state
+        self.limits = limits
+        self.slots = slots
+        self.executor = executor
+        self.session_id = "rt_" + uuid.uuid4().hex[:16]
+        self._send_lock = asyncio.Lock()
+        self._closed = False
+        self.audio_seconds = 0.0
+        self.finals = 0
+
+    # -------------------------------------------------------------- sending
+    async def send(self, message: dict[str, Any]) -> None:
+        if self._closed:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_json(message)
+            except (WebSocketDisconnect, RuntimeError):
+                self._closed = True
+
+    async def fail(self, code: str, message: str, close_code: int) -> None:
+        log.info("realtime_error session_id=%s code=%s close_code=%d message=%r", self.session_id, code, close_code, message)
+        await self.send({"type": "error", "code": code, "message": message})
+        await self.close(close_code)
+
+    async def close(self, code: int) -> None:
+        if self._closed or self.ws.application_state == WebSocketState.DISCONNECTED:
+            self._closed = True
+            return
+        self._closed = True
+        try:
+            await self.ws.close(code)
+        except RuntimeError:
+            pass
+
+    # -------------------------------------------------------------- session
+    async def run(self) -> None:
+        spec = self.state.spec
+        keys = getattr(self.state, "keys", None)
+        if keys is not None:
+            token = _bearer(self.ws)
+            if not token or not keys.check(token):
+                await self.fail("unauthorized", "missing or invalid API key (Authorization: Bearer dk_... or ?api_key=)",
+                                CLOSE_UNAUTHORIZED)
+                return
+        model = self.ws.query_params.get("model") or spec.id
+        if model not in _served_ids(self.state):
+            await self.fail("model_not_served", f"model {model!r} is not served here; this server serves {spec.id!r}",
+                            CLOSE_FORBIDDEN_MODEL)
+            return
+        if not _is_ready(self.state) or not isinstance(getattr(self.state, "engine", None), StreamingEngine):
+            await self.fail("not_ready", "the engine is not ready yet; retry shortly", CLOSE_NOT_READY)
+            return
+        if not self.slots.try_acquire():
+            await self.fail("too_many_sessions",
+                            f"{self.slots.limit} realtime session(s) already open (capabilities.max_concurrency); retry later",
+                            CLOSE_TOO_MANY_SESSIONS)
+            return
+        started = time.monotonic()
+        try:
+            await self._serve()
+        except ProtocolError as exc:
+            await self.fail(exc.code, exc.message, exc.close_code)
+        except WebSocketDisconnect:
+            self._closed = True
+        except Exception as exc:  # an engine bug: report it to this client only, keep the server up
+            log.exception("realtime_internal_error session_id=%s", self.session_id)
+            await self.fail("internal_error", f"internal error: {type(exc).__name__}", CLOSE_INTERNAL)
+        finally:
+            self.slots.release()
+            log.info("realtime_session_closed session_id=%s model=%s audio_seconds=%.2f finals=%d wall_seconds=%.2f",
+                     self.session_id, spec.id, self.audio_seconds, self.finals, time.monotonic() - started)
+
+    async def _receive(self) -> dict[str, Any]:
+        try:
+            message = await asyncio.wait_for(self.ws.receive(), timeout=self.limits.idle_timeout_s)
+        except asyncio.TimeoutError:
+            raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s; closing the session",
+                                CLOSE_IDLE_TIMEOUT) from None
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        return message
+
+    async def _serve(self) -> None:
+        spec = self.state.spec
+        first = await self._receive()
+        if first.get("text") is None:
+            raise ProtocolError("config_required", "send session.config (a JSON text frame) before any audio")
+        config = parse_session_config(first["text"], spec.capabilities.languages)
+        converter = AudioConverter(config)
+        loop = asyncio.get_running_loop()
+        session: StreamingSession = await loop.run_in_executor(self.executor, self.state.engine.open_session, config.language)
+        await self.send({"type": "session.begin", "session_id": self.session_id, "model": spec.id,
+                         "sample_rate": config.sample_rate, "encoding": config.encoding, "language": config.language,
+                         "model_sample_rate": SAMPLE_RATE, "max_frame_bytes": self.limits.max_frame_bytes,
+                         "idle_timeout": self.limits.idle_timeout_s})
+        queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=_QUEUE_FRAMES)
+        worker = asyncio.create_task(self._work(session, queue))
+        max_seconds = float(spec.capabilities.max_audio_duration)
+        try:
+            while True:
+                if worker.done():  # the worker failed: surface its exception
+                    worker.result()
+                    return
+                message = await self._receive()
+                data = message.get("bytes")
+                if data is not None:
+                    if len(data) > self.limits.max_frame_bytes:
+                        raise ProtocolError("frame_too_large",
+                                            f"binary frame of {len(data)} bytes exceeds {self.limits.max_frame_bytes} bytes")
+                    samples = converter.convert(data)
+                    self.audio_seconds += len(data) / converter.width / config.sample_rate
+                    if self.audio_seconds > max_seconds:
+                        raise ProtocolError("audio_too_long", f"session exceeded {max_seconds:g} s of audio "
+                                            "(capabilities.max_audio_duration)")
+                    if len(samples):
+                        await queue.put(samples)
+                    continue
+                control = _parse_json(message.get("text") or "")
+                kind = control.get("type")
+                if kind == "session.end":
+                    tail = converter.flush()
+                    if len(tail):
+                        await queue.put(tail)
+                    break
+                if kind == "session.config":
+                    raise ProtocolError("config_repeated", "session.config may only be sent once, as the first message")
+                raise ProtocolError("unknown_message", f"unknown message type {kind!r}; expected binary audio or session.end")
+        except BaseException:
+            worker.cancel()
+            raise
+        await queue.put(None)
+        await worker
+        await self.send({"type": "session.end", "session_id": self.session_id,
+                         "duration": round(self.audio_seconds, 3), "finals": self.finals})
+        await self.close(CLOSE_NORMAL)
+
+    async def _work(self, session: StreamingSession, queue: asyncio.Queue[np.ndarray | None]) -> None:
+        """Decode in order; drain whatever is queued into one `accept` (the policy steps by stream time)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            chunks: list[np.ndarray] = []
+            item = await queue.get()
+            done = item is None
+            if item is not None:
+                chunks.append(item)
+            while not done and not queue.empty():
+                item = queue.get_nowait()
+                if item is None:
+                    done = True
+                else:
+                    chunks.append(item)
+            if chunks:
+                audio = np.concatenate(chunks)
+                events = await loop.run_in_executor(self.executor, session.accept, audio)
+                await self._emit(events)
+            if done:
+                await self._emit(await loop.run_in_executor(self.executor, session.finish))
+                return
+
+    async def _emit(self, events: list[StreamEvent]) -> None:
+        for event in events:
+            if event.type == "transcript.final":
+                self.finals += 1
+            body = event.to_json()
+            for key, value in body.items():
+                if isinstance(value, float) and not math.isfinite(value):
+                    body[key] = None
+            await self.send(body)
