@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import httpx
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -90,6 +90,10 @@ async def forward_http(request: Request, state: GatewayState, engine_id: str,
             _done(state, inst, engine_id, "413", started)
             from dalston.gateway.app import _too_large
             return _too_large(state)
+        except ClientDisconnect:
+            _done(state, inst, engine_id, "499", started)
+            log.info("client_disconnected engine_id=%s url=%s bytes=%d", engine_id, inst.url, body.size)
+            return Response(status_code=499)
         except httpx.ConnectError as exc:
             _done(state, inst, engine_id, None, started)
             metrics.upstream_errors.labels(engine_id, "connect").inc()

@@ -46,6 +46,25 @@ def multipart(fields: list[tuple[str, bytes, str | None]]) -> bytes:
     return out + f"--{BOUNDARY}--\r\n".encode()
 
 
+def wait_for(condition, timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def settled(state, timeout: float = 5.0) -> bool:
+    """True once no request is in flight (the relay releases its instance just after the last byte)."""
+    deadline = time.monotonic() + timeout
+    while any(i.in_flight for i in state.instances.all()):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
 CT = {"content-type": f"multipart/form-data; boundary={BOUNDARY}"}
 
 
@@ -84,7 +103,7 @@ def test_streams_upload_byte_for_byte_with_model_before_file(gateway, engine_a, 
     assert r.json()["sha256"] == hashlib.sha256(body).hexdigest() and r.json()["size"] == len(body)
     assert r.json()["auth"] == f"Bearer {TEST_KEY}"  # the engine re-checks the same key
     assert r.headers["x-dalston-engine"] == "whisper-base"
-    assert all(i.in_flight == 0 for i in state.instances.all())
+    assert settled(state)
 
 
 def test_chunked_upload_and_alias(gateway, engine_a, catalog):
@@ -160,7 +179,7 @@ def test_engine_dies_mid_request_502(gateway, catalog):
         r = httpx.post(f"{gw}/v1/audio/transcriptions", content=body, headers={**AUTH, **CT}, timeout=10)
     assert r.status_code == 502 and r.json()["error"]["type"] == "server_error"
     assert time.monotonic() - started < 5
-    assert all(i.in_flight == 0 for i in state.instances.all())
+    assert settled(state)
 
 
 def test_engine_slow_504(gateway, engine_a, catalog):
@@ -171,7 +190,7 @@ def test_engine_slow_504(gateway, engine_a, catalog):
                    content=multipart([("model", b"whisper-base", None)]), headers={**AUTH, **CT}, timeout=10)
     assert r.status_code == 504 and r.json()["error"]["code"] == "upstream_timeout"
     assert time.monotonic() - started < 3  # the gateway's 1 s upstream timeout, not the engine's 5 s
-    assert all(i.in_flight == 0 for i in state.instances.all())
+    assert settled(state)
 
 
 def test_oversize_upload_413(gateway, engine_a, catalog):
@@ -187,7 +206,7 @@ def test_oversize_upload_413(gateway, engine_a, catalog):
 
     r = httpx.post(f"{gw}/v1/audio/transcriptions", content=chunked(), headers={**AUTH, **CT}, timeout=10)
     assert r.status_code == 413
-    assert all(i.in_flight == 0 for i in state.instances.all())
+    assert settled(state)
 
 
 def test_sse_passthrough_is_streamed(gateway, engine_a, catalog):
@@ -323,10 +342,7 @@ def test_realtime_websocket_proxy(gateway, engine_a, catalog):
     assert got[0] == {"type": "session.created", "instance": "a", "model": "whisper-streaming-base"}
     assert got[1] == {"type": "audio", "bytes": 3200}
     assert got[2] == {"type": "input_audio_buffer.commit"}
-    deadline = time.monotonic() + 2
-    while any(i.in_flight for i in state.instances.all()) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert all(i.in_flight == 0 for i in state.instances.all())
+    assert settled(state)
 
 
 @pytest.mark.parametrize("query,headers,status", [("model=whisper-streaming-base", {}, 401),
@@ -344,3 +360,40 @@ def test_realtime_refusals(gateway, query, headers, status):
             return exc.response.status_code
 
     assert asyncio.run(attempt()) == status
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--keys-file", "k.txt"], "DALSTON_INTERNAL_TOKEN"),
+    (["--internal-token", "t"], "--keys-file"),
+    (["--internal-token", "t", "--insecure-no-auth", "--heartbeat-timeout", "1", "--heartbeat-interval", "2"],
+     "--heartbeat-timeout"),
+])
+def test_gateway_cli_refuses_unsafe_or_inconsistent_config(argv, message, capsys, monkeypatch):
+    import argparse
+
+    from dalston.gateway import main as gateway_main
+
+    monkeypatch.delenv("DALSTON_INTERNAL_TOKEN", raising=False)
+    monkeypatch.delenv("DALSTON_KEYS_FILE", raising=False)
+    parser = argparse.ArgumentParser()
+    gateway_main.add_arguments(parser)
+    assert gateway_main.run(parser.parse_args(argv)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_client_hanging_up_mid_upload_leaves_nothing_in_flight(gateway, engine_a, catalog):
+    import socket
+
+    gw, state = gateway
+    register(gw, "whisper-base", engine_a, catalog)
+    host, port = gw.removeprefix("http://").split(":")
+    head = multipart([("model", b"whisper-base", None)]).rsplit(f"--{BOUNDARY}--".encode(), 1)[0]
+    head += f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'.encode()
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall((f"POST /v1/audio/transcriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TEST_KEY}\r\n"
+                      f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\nContent-Length: 5000000\r\n\r\n"
+                      ).encode() + head + b"\0" * 100_000)
+        assert wait_for(lambda: any(i.in_flight for i in state.instances.all()))  # the upload is being proxied
+    assert settled(state)
+    assert state.metrics.registry.get_sample_value(
+        "dalston_gateway_requests_total", {"model": "whisper-base", "status": "499"}) == 1.0
