@@ -147,3 +147,27 @@ def _message(response: httpx.Response) -> str:
         return str(response.json()["error"]["message"])
     except (ValueError, KeyError, TypeError):
         return response.text[:300]
+
+
+class RegistrationConfigError(ValueError):
+    """`--gateway` was given but registration cannot work (no internal token); the message says the fix."""
+
+
+def registrar_for(spec: EngineSpec, host: str, port: int, gateway_url: str | None = None,
+                  token: str | None = None, interval: float = 2.0) -> Registrar | None:
+    """The registrar `dalston serve` starts once ready, or None when no gateway is configured.
+
+    `gateway_url` defaults to `$DALSTON_GATEWAY_URL`, `token` to `$DALSTON_INTERNAL_TOKEN`; the URL the
+    gateway uses to reach us is `advertise_url(host, port)`. Call `.start()` after the engine is ready
+    and `.stop()` on shutdown (it deregisters, so the gateway stops routing to us at once).
+    """
+    gateway_url = gateway_url or os.environ.get(GATEWAY_URL_ENV)
+    if not gateway_url:
+        return None
+    token = token or os.environ.get(INTERNAL_TOKEN_ENV)
+    if not token:
+        raise RegistrationConfigError(
+            f"--gateway {gateway_url} needs the gateway's internal token: set {INTERNAL_TOKEN_ENV} to the same "
+            f"secret the gateway uses")
+    return Registrar(gateway_url, spec.id, advertise_url(host, port), spec_digest(spec),
+                     spec.capabilities.max_concurrency, token, interval=interval)

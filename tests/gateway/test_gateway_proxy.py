@@ -397,3 +397,30 @@ def test_client_hanging_up_mid_upload_leaves_nothing_in_flight(gateway, engine_a
     assert settled(state)
     assert state.metrics.registry.get_sample_value(
         "dalston_gateway_requests_total", {"model": "whisper-base", "status": "499"}) == 1.0
+
+
+def test_registrar_for_reads_the_environment(catalog, monkeypatch):
+    from dalston.registration import RegistrationConfigError, registrar_for
+
+    spec = catalog.get("whisper-base").spec
+    monkeypatch.delenv("DALSTON_GATEWAY_URL", raising=False)
+    monkeypatch.delenv("DALSTON_INTERNAL_TOKEN", raising=False)
+    monkeypatch.delenv("DALSTON_ADVERTISE_URL", raising=False)
+    assert registrar_for(spec, "127.0.0.1", 8001) is None
+    with pytest.raises(RegistrationConfigError, match="DALSTON_INTERNAL_TOKEN"):
+        registrar_for(spec, "127.0.0.1", 8001, gateway_url="http://gw:8000")
+    monkeypatch.setenv("DALSTON_GATEWAY_URL", "http://gw:8000/")
+    monkeypatch.setenv("DALSTON_INTERNAL_TOKEN", "secret")
+    registrar = registrar_for(spec, "127.0.0.1", 8001)
+    assert registrar is not None and registrar.gateway_url == "http://gw:8000"
+    assert registrar.engine_url == "http://127.0.0.1:8001" and registrar.max_concurrency == 2
+    assert registrar.spec_digest == spec_digest(spec) and len(registrar.spec_digest) == 64
+    monkeypatch.setenv("DALSTON_ADVERTISE_URL", "http://10.0.0.7:8000")
+    assert registrar_for(spec, "0.0.0.0", 8000).engine_url == "http://10.0.0.7:8000"
+
+
+def test_spec_digest_changes_with_the_spec(catalog):
+    spec = catalog.get("whisper-base").spec
+    changed = spec.model_copy(update={"version": "1.0.1"})
+    assert spec_digest(spec) == spec_digest(catalog.get("whisper-base").spec)
+    assert spec_digest(changed) != spec_digest(spec)
