@@ -10,14 +10,24 @@ size-specific comes from `spec.runtime`: family code never names a model size.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from dalston.engine_sdk.types import StreamEvent, Transcript, TranscribeOptions
+from dalston.engine_sdk.types import Segment, StreamEvent, Transcript, TranscribeOptions
 from dalston.spec import EngineSpec
 
 SAMPLE_RATE = 16000
+
+
+class UnsupportedOption(ValueError):
+    """A request option this family cannot honour (e.g. translate on an English-only model): HTTP 400."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
 
 
 class Engine(ABC):
@@ -35,6 +45,19 @@ class Engine(ABC):
     @abstractmethod
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Transcribe 16 kHz mono float32 `audio`. Called from worker threads."""
+
+    def stream_segments(self, audio: np.ndarray, options: TranscribeOptions) -> Iterator[Segment]:
+        """Segments as they are decoded (for `stream=true`). Default: transcribe, then yield them all.
+
+        Families whose decoder produces segments lazily (faster-whisper) override this so the first
+        SSE delta leaves before the last segment is decoded.
+        """
+        yield from self.transcribe(audio, options).segments
+
+    def languages(self) -> frozenset[str] | None:
+        """Language codes a request may force; None = any code (the server then checks nothing)."""
+        declared = [code for code in self.spec.capabilities.languages if code != "multilingual"]
+        return frozenset(declared) if declared and "multilingual" not in self.spec.capabilities.languages else None
 
     def describe(self) -> dict[str, str]:
         """Facts for the `engine_registered` log line and `/v1/capabilities`."""

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from dalston.engine_sdk import StreamingEngine, StreamingSession, Transcript, TranscribeOptions, Word
+from dalston.runtimes.faster_whisper import load_model, to_segments
 from dalston.streaming.local_agreement import LocalAgreementSession, PolicyConfig
 
 #: Language detection needs a little speech; before this much audio, the guess is unreliable.
@@ -31,30 +32,17 @@ class WhisperStreamingEngine(StreamingEngine):
         self.model: Any = None
 
     def load(self, weights_dir: Path) -> None:
-        from faster_whisper import WhisperModel
-
-        runtime = self.spec.runtime
-        device = "cuda" if _cuda_available() else "cpu"
-        compute_type = runtime.compute_type_gpu if device == "cuda" else runtime.compute_type_cpu
-        # num_workers = max_concurrency: CTranslate2 then runs that many sessions' decodes in parallel.
-        self.model = WhisperModel(str(weights_dir), device=device, compute_type=compute_type,
-                                  num_workers=self.spec.capabilities.max_concurrency, local_files_only=True)
-        self.device, self.compute_type = device, compute_type
+        self.model, self.device, self.compute_type = load_model(self.spec, weights_dir)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Batch decode of a whole file with the same weights (what the streaming WER is compared to)."""
-        from dalston.engine_sdk import Segment
-
         runtime = self.spec.runtime
         segments, info = self.model.transcribe(
             audio, language=options.language, task=options.task, initial_prompt=options.prompt,
             temperature=options.temperature, word_timestamps=options.word_timestamps,
             beam_size=options.beam_size or runtime.beam_size,
             vad_filter=runtime.vad_filter if options.vad_filter is None else options.vad_filter)
-        out = tuple(
-            Segment(i, s.start, s.end, s.text.strip(), s.avg_logprob, s.no_speech_prob,
-                    tuple(Word(w.start, w.end, w.word, w.probability) for w in (s.words or ())))
-            for i, s in enumerate(segments))
+        out = to_segments(segments)
         return Transcript(" ".join(s.text for s in out).strip(), info.language, info.duration, out)
 
     def policy_config(self) -> PolicyConfig:
@@ -100,15 +88,6 @@ class _WhisperDecoder:
         if self.language is None and len(audio) / 16000 >= _DETECT_AFTER_S:
             self.language = info.language
         return words
-
-
-def _cuda_available() -> bool:
-    try:
-        import ctranslate2
-
-        return ctranslate2.get_cuda_device_count() > 0
-    except Exception:  # no CUDA runtime at all
-        return False
 
 
 ENGINE = WhisperStreamingEngine

@@ -1,0 +1,139 @@
+"""Audio input: any common container/codec to 16 kHz mono float32, with PyAV (FFmpeg's decoders).
+
+This is the prepare stage's job and every engine's input path: the server, `dalston transcribe` and
+the audio-prepare engine all call `decode_audio`. Decoding stops as soon as the audio exceeds the
+variant's `capabilities.max_audio_duration`, so an over-long upload costs a bounded amount of work
+and memory. Every failure is an `AudioError` with a stable `code` the server maps to HTTP 400/413.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """Input that cannot become audio. `code`: empty_file, invalid_audio, no_audio_stream, audio_too_long."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    samples: np.ndarray  # float32, mono, SAMPLE_RATE
+    source_sample_rate: int
+    source_channels: int
+    codec: str
+    container: str
+
+    @property
+    def duration(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+    def report(self) -> dict[str, object]:
+        """What the prepare stage reports about an input."""
+        return {"duration": round(self.duration, 3), "sample_rate": SAMPLE_RATE, "channels": 1,
+                "source_sample_rate": self.source_sample_rate, "source_channels": self.source_channels,
+                "codec": self.codec, "container": self.container}
+
+
+def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | None = None) -> DecodedAudio:
+    """Decode the first audio stream of `source` (bytes, a path or a binary file object)."""
+    import av  # PyAV: the whisper extra's decoder; imported here so the module loads without it
+
+    handle: str | BinaryIO
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise AudioError("empty_file", "the uploaded file is empty")
+        handle = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise AudioError("invalid_audio", f"{path}: no such file")
+        if path.stat().st_size == 0:
+            raise AudioError("empty_file", f"{path}: the file is empty")
+        handle = str(path)
+    else:
+        source.seek(0, io.SEEK_END)
+        if source.tell() == 0:
+            raise AudioError("empty_file", "the uploaded file is empty")
+        source.seek(0)
+        handle = source
+
+    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    try:
+        with av.open(handle, mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
+            stream = container.streams.audio[0]
+            if limit is not None and stream.duration is not None and stream.time_base is not None:
+                declared = float(stream.duration * stream.time_base)
+                if declared > max_seconds + 1.0:  # type: ignore[operator]
+                    raise _too_long(declared, max_seconds)  # type: ignore[arg-type]
+            ctx = stream.codec_context
+            source_rate = int(ctx.sample_rate or 0)
+            source_channels = int(getattr(ctx, "channels", 0) or ctx.layout.nb_channels)
+            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+            chunks: list[np.ndarray] = []
+            total = 0
+            for frame in _frames(container, stream):
+                for out in resampler.resample(frame):
+                    chunk = out.to_ndarray().reshape(-1)
+                    chunks.append(chunk)
+                    total += len(chunk)
+                    if limit is not None and total > limit:
+                        raise _too_long(total / SAMPLE_RATE, max_seconds, at_least=True)  # type: ignore[arg-type]
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+            codec, container_name = ctx.name, container.format.name
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:  # FFmpegError: InvalidDataError etc.
+        raise AudioError("invalid_audio", f"the file is not decodable audio ({_reason(exc)})") from None
+
+    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
+    if limit is not None and len(samples) > limit:
+        raise _too_long(len(samples) / SAMPLE_RATE, max_seconds)  # type: ignore[arg-type]
+    if len(samples) == 0:
+        raise AudioError("invalid_audio", "the file's audio stream holds no decodable samples")
+    return DecodedAudio(samples, source_rate, source_channels, codec, container_name)
+
+
+def _frames(container, stream):  # type: ignore[no-untyped-def]
+    """Decoded frames; a corrupt packet mid-file ends decoding only if no audio came before it."""
+    import av
+
+    decoded_any = False
+    try:
+        for packet in container.demux(stream):
+            for frame in packet.decode():
+                decoded_any = True
+                yield frame
+    except av.FFmpegError:
+        if not decoded_any:
+            raise
+
+
+def _too_long(seconds: float, limit: float, at_least: bool = False) -> AudioError:
+    more = "more than " if at_least else ""
+    return AudioError("audio_too_long", f"audio is {more}{seconds:.1f} s long; this engine accepts at most {limit:g} s "
+                                        f"(capabilities.max_audio_duration): split it or use a variant with a higher limit")
+
+
+def _reason(exc: Exception) -> str:
+    text = (getattr(exc, "strerror", None) or str(exc)).strip() or type(exc).__name__
+    return text.split(";")[0][:200]
+
+
+def pcm16_to_float32(data: bytes) -> np.ndarray:
+    """Little-endian signed 16-bit PCM -> float32 in [-1, 1)."""
+    return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0

@@ -1,0 +1,50 @@
+"""faster-whisper (CTranslate2) loading and result mapping, shared by the whisper and whisper-streaming families.
+
+Both families load the same kind of weights the same way; only what they do with the model differs.
+Everything variant-specific comes from `spec.runtime` (a `FasterWhisperRuntime`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from dalston.engine_sdk.types import Segment, Word
+from dalston.spec import EngineSpec
+
+
+def cuda_available() -> bool:
+    try:
+        import ctranslate2
+
+        return ctranslate2.get_cuda_device_count() > 0
+    except Exception:  # no CUDA runtime at all
+        return False
+
+
+def load_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str, str]:
+    """(WhisperModel, device, compute_type): CUDA when present, else CPU, with the runtime's compute type.
+
+    `num_workers = max_concurrency` lets CTranslate2 run that many decodes in parallel on one model.
+    `local_files_only`: a directory path never touches a hub, this makes that explicit.
+    """
+    from faster_whisper import WhisperModel
+
+    runtime = spec.runtime
+    device = "cuda" if cuda_available() else "cpu"
+    compute_type = runtime.compute_type_gpu if device == "cuda" else runtime.compute_type_cpu
+    model = WhisperModel(str(weights_dir), device=device, compute_type=compute_type,
+                         num_workers=spec.capabilities.max_concurrency, local_files_only=True)
+    return model, device, compute_type
+
+
+def to_segment(index: int, segment: Any) -> Segment:
+    """A faster-whisper segment -> dalston Segment (text stripped, words kept with probabilities)."""
+    words = tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (segment.words or ()))
+    return Segment(index, float(segment.start), float(segment.end), segment.text.strip(),
+                   float(segment.avg_logprob), float(segment.no_speech_prob), words)
+
+
+def to_segments(segments: Iterable[Any]) -> tuple[Segment, ...]:
+    return tuple(to_segment(i, s) for i, s in enumerate(segments))
