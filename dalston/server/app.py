@@ -1,0 +1,470 @@
+"""The engine server's HTTP app: the OpenAI audio API for one variant, plus health, readiness and metrics.
+
+Routes (all JSON errors are OpenAI-shaped, see `errors.py`):
+  POST /v1/audio/transcriptions, /v1/audio/translations   multipart, as OpenAI defines them
+  GET  /v1/models, /v1/models/{id}                          this variant and its aliases
+  GET  /v1/capabilities                                     the variant spec + runtime facts
+  GET  /health (liveness), /ready (503 until loaded), /metrics (Prometheus)   no key needed
+  WS   /v1/realtime                                         when the family is a StreamingEngine
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from dalston import formats
+from dalston.audio import AudioError, DecodedAudio, decode_audio
+from dalston.engine_sdk import StreamingEngine, TranscribeOptions, UnsupportedOption
+from dalston.models import ModelNotFound
+from dalston.server.errors import ApiError, openai_error
+from dalston.server.metrics import CONTENT_TYPE
+from dalston.server.realtime import realtime_routes
+from dalston.server.state import ServerState
+
+log = logging.getLogger("dalston.server")
+
+_OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
+    routes: list[BaseRoute] = [
+        Route("/health", _health, methods=["GET"]),
+        Route("/ready", _ready, methods=["GET"]),
+        Route("/metrics", _metrics, methods=["GET"]),
+        Route("/v1/models", _models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", _model, methods=["GET"]),
+        Route("/v1/capabilities", _capabilities, methods=["GET"]),
+        Route("/v1/audio/transcriptions", _transcriptions, methods=["POST"]),
+        Route("/v1/audio/translations", _translations, methods=["POST"]),
+    ]
+    if isinstance(state.engine, StreamingEngine):
+        routes += realtime_routes(state, state.realtime_limits)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={ApiError: _api_error, HTTPException: _http_error, _UploadTooLarge: _too_large,
+                                        Exception: _unexpected})
+    app.state.server = state
+    return _UploadLimit(_RequestMetrics(app, state), state)  # type: ignore[return-value]
+
+
+# ------------------------------------------------------------------ plumbing
+def _state(request: Request) -> ServerState:
+    return request.app.state.server  # type: ignore[no-any-return]
+
+
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
+    return openai_error(exc.status_code, str(exc.detail), code=code)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("request_failed path=%s error=%r", request.url.path, exc)
+    return openai_error(500, f"internal error ({type(exc).__name__}); see the server log", "server_error",
+                        "internal_error")
+
+
+class _UploadTooLarge(Exception):
+    """Raised from `receive` by `_UploadLimit` once the body passes the limit; rendered as 413."""
+
+
+async def _too_large(request: Request, _: Exception) -> Response:
+    limit = _state(request).limits.max_upload_bytes
+    return openai_error(413, f"upload exceeds this server's limit of {limit} bytes (--max-upload-mb)",
+                        code="upload_too_large", param="file", headers={"Connection": "close"})
+
+
+class _UploadLimit:
+    """413 for a body over the limit: at once from Content-Length, or as soon as the stream passes it.
+
+    Counting the streamed bytes matters: a chunked upload has no Content-Length, and without the count
+    a client could fill the disk with one request.
+    """
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app, self.limit = app, state.limits.max_upload_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            return await self._refuse(send, int(declared))
+        seen = 0
+
+        async def counting_receive() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise _UploadTooLarge()
+            return message
+
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except _UploadTooLarge:
+            if not started:
+                await self._refuse(send, seen)
+
+    async def _refuse(self, send: Send, size: int) -> None:
+        response = openai_error(413, f"upload of {size}+ bytes exceeds this server's limit of {self.limit} bytes "
+                                     f"(--max-upload-mb)", code="upload_too_large", param="file",
+                                headers={"Connection": "close"})
+        await response({"type": "http"}, _no_receive, send)
+
+
+async def _no_receive() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class _RequestMetrics:
+    """Per-request count, latency and a `request` log line, labelled by route (not raw path: bounded labels)."""
+
+    def __init__(self, app: ASGIApp, state: ServerState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        route = path if path in _KNOWN_ROUTES else ("/v1/models/{id}" if path.startswith("/v1/models/") else "other")
+        status = 500
+        started = time.perf_counter()
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, recording_send)
+        finally:
+            elapsed = time.perf_counter() - started
+            self.state.metrics.requests.labels(route, str(status)).inc()
+            self.state.metrics.latency.labels(route).observe(elapsed)
+            if route not in _OPEN_PATHS:
+                log.info("request method=%s route=%s status=%d duration_ms=%.1f", scope["method"], route, status,
+                         elapsed * 1000)
+
+
+_KNOWN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/capabilities",
+                           "/v1/audio/transcriptions", "/v1/audio/translations"})
+
+
+def _require_key(request: Request) -> None:
+    keys = _state(request).keys
+    if keys is None:
+        return
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if not header or scheme.lower() != "bearer" or not token:
+        raise ApiError(401, "missing API key: send 'Authorization: Bearer dk_...'", "missing_api_key",
+                       type_="authentication_error", headers={"WWW-Authenticate": "Bearer"})
+    if not token.startswith("dk_"):
+        raise ApiError(403, "this server accepts only dalston keys ('dk_...'); create one with `dalston keys create`",
+                       "forbidden_credential", type_="permission_error")
+    if not keys.check(token):
+        raise ApiError(401, "invalid API key", "invalid_api_key", type_="authentication_error",
+                       headers={"WWW-Authenticate": "Bearer"})
+
+
+def _require_ready(state: ServerState) -> None:
+    if state.draining:
+        raise ApiError(503, "server is shutting down; send the request to another instance", "shutting_down",
+                       headers={"Retry-After": "1"})
+    if not state.ready.is_set():
+        detail = f"model failed to load: {state.load_error}" if state.load_error else "model is still loading"
+        raise ApiError(503, f"{state.spec.id} is not ready ({detail})", "model_not_ready", headers={"Retry-After": "5"})
+
+
+# ------------------------------------------------------------------ health, models, metrics
+async def _health(request: Request) -> Response:
+    return JSONResponse({"status": "ok", "engine_id": _state(request).spec.id})
+
+
+async def _ready(request: Request) -> Response:
+    state = _state(request)
+    if state.ready.is_set() and not state.draining:
+        return JSONResponse({"status": "ready", "engine_id": state.spec.id})
+    reason = "draining" if state.draining else ("load_failed" if state.load_error else "loading")
+    return JSONResponse({"status": reason, "engine_id": state.spec.id, "error": state.load_error}, status_code=503)
+
+
+async def _metrics(request: Request) -> Response:
+    return Response(_state(request).metrics.render(), media_type=CONTENT_TYPE)
+
+
+def _model_cards(state: ServerState) -> list[dict[str, Any]]:
+    spec = state.spec
+    card = {"object": "model", "created": 0, "owned_by": "dalston", "root": spec.id, "stage": spec.stage,
+            "name": spec.name, "version": spec.version}
+    return [{"id": spec.id, **card}] + [{"id": alias, **card} for alias in state.registry.aliases_for(spec.id)]
+
+
+async def _models(request: Request) -> Response:
+    _require_key(request)
+    return JSONResponse({"object": "list", "data": _model_cards(_state(request))})
+
+
+async def _model(request: Request) -> Response:
+    _require_key(request)
+    state = _state(request)
+    wanted = request.path_params["model_id"]
+    for card in _model_cards(state):
+        if card["id"] == wanted:
+            return JSONResponse(card)
+    raise _not_served(state, wanted)
+
+
+async def _capabilities(request: Request) -> Response:
+    _require_key(request)
+    state = _state(request)
+    body = state.spec.model_dump(mode="json")
+    body["aliases"] = state.registry.aliases_for(state.spec.id)
+    body["runtime_facts"] = {**state.engine.describe(), "ready": state.ready.is_set(),
+                             "max_queue": state.limits.max_queue, "max_upload_bytes": state.limits.max_upload_bytes}
+    return JSONResponse(body)
+
+
+def _not_served(state: ServerState, name: str) -> ApiError:
+    served = ", ".join([state.spec.id, *state.registry.aliases_for(state.spec.id)])
+    try:
+        other = state.registry.resolve(name)
+        where = f"'{name}' is served by the {other} engine, not this one"
+    except ModelNotFound:
+        where = f"model '{name}' does not exist"
+    return ApiError(404, f"{where}; this server serves {state.spec.id} (accepted names: {served})",
+                    "model_not_found", param="model")
+
+
+# ------------------------------------------------------------------ transcription
+async def _transcriptions(request: Request) -> Response:
+    return await _audio_request(request, "transcribe")
+
+
+async def _translations(request: Request) -> Response:
+    return await _audio_request(request, "translate")
+
+
+async def _audio_request(request: Request, task: str) -> Response:
+    state = _state(request)
+    _require_key(request)
+    _require_ready(state)
+    content_type = request.headers.get("content-type", "")
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(400, "send the request as multipart/form-data with a 'file' field (OpenAI audio API)",
+                       "invalid_content_type")
+    async with _form(request) as form:
+        params = _parse_params(state, form, task)
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'",
+                           "missing_file", param="file")
+        loop = asyncio.get_running_loop()
+        max_seconds = float(state.spec.capabilities.max_audio_duration)
+        if params.stream:
+            return await _stream_response(state, upload, params, max_seconds)
+        async with state.gate.slot():
+            audio = await _decode(loop, state, upload, max_seconds)
+            started = time.perf_counter()
+            transcript = await _run(loop, state, lambda: state.engine.transcribe(audio.samples, params.options))
+            state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
+    body, media_type = formats.render(transcript, params.response_format, task=task, granularities=params.granularities)
+    return Response(body, media_type=media_type)
+
+
+@contextlib.asynccontextmanager
+async def _form(request: Request) -> AsyncIterator[FormData]:
+    try:
+        form = await request.form(max_files=1, max_fields=32)
+    except HTTPException as exc:  # malformed multipart, too many files
+        raise ApiError(400, f"malformed multipart body: {exc.detail}", "invalid_multipart") from None
+    try:
+        yield form
+    finally:
+        await form.close()
+
+
+async def _decode(loop: asyncio.AbstractEventLoop, state: ServerState, upload: UploadFile,
+                  max_seconds: float) -> DecodedAudio:
+    try:
+        return await loop.run_in_executor(state.executor, lambda: decode_audio(upload.file, max_seconds=max_seconds))
+    except AudioError as exc:
+        raise ApiError(400, exc.message, exc.code, param="file") from None
+
+
+async def _run(loop: asyncio.AbstractEventLoop, state: ServerState, call: Callable[[], Any]) -> Any:
+    try:
+        return await loop.run_in_executor(state.executor, call)
+    except UnsupportedOption as exc:
+        raise ApiError(400, exc.message, "unsupported_option", param=exc.param) from None
+
+
+class _Params:
+    __slots__ = ("options", "response_format", "granularities", "stream")
+
+    def __init__(self, options: TranscribeOptions, response_format: str, granularities: tuple[str, ...],
+                 stream: bool) -> None:
+        self.options, self.response_format, self.granularities, self.stream = (
+            options, response_format, granularities, stream)
+
+
+def _text_field(form: FormData, name: str) -> str | None:
+    value = form.get(name)
+    if value is None:
+        return None
+    if isinstance(value, UploadFile):
+        raise ApiError(400, f"'{name}' must be a text field, not a file", "invalid_parameter", param=name)
+    return value.strip()
+
+
+def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
+    spec = state.spec
+    model = _text_field(form, "model")
+    if model:
+        try:
+            resolved = state.registry.resolve(model)
+        except ModelNotFound:
+            resolved = None
+        if resolved != spec.id:
+            raise _not_served(state, model)
+
+    response_format = _text_field(form, "response_format") or "json"
+    if response_format not in formats.RESPONSE_FORMATS:
+        raise ApiError(400, f"response_format '{response_format}' is not one of {', '.join(formats.RESPONSE_FORMATS)}",
+                       "invalid_response_format", param="response_format")
+
+    language = _text_field(form, "language") or None
+    if language is not None:
+        language = language.lower()
+        allowed = state.engine.languages()
+        if allowed is not None and language not in allowed:
+            shown = ", ".join(sorted(allowed)[:20]) + (", …" if len(allowed) > 20 else "")
+            raise ApiError(400, f"language '{language}' is not supported by {spec.id} (ISO 639-1 codes: {shown})",
+                           "unsupported_language", param="language")
+
+    raw_temperature = _text_field(form, "temperature")
+    temperature = 0.0
+    if raw_temperature:
+        try:
+            temperature = float(raw_temperature)
+        except ValueError:
+            temperature = float("nan")
+        if not 0.0 <= temperature <= 1.0:  # also catches nan
+            raise ApiError(400, f"temperature must be a number between 0 and 1, got '{raw_temperature}'",
+                           "invalid_temperature", param="temperature")
+
+    granularities = tuple(str(g).strip() for g in
+                          form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
+    for value in granularities:
+        if value not in formats.GRANULARITIES:
+            raise ApiError(400, f"timestamp_granularities entry '{value}' must be 'word' or 'segment'",
+                           "invalid_timestamp_granularities", param="timestamp_granularities[]")
+    if granularities and response_format != "verbose_json":
+        raise ApiError(400, "timestamp_granularities needs response_format=verbose_json",
+                       "invalid_timestamp_granularities", param="timestamp_granularities[]")
+    if "word" in granularities and not spec.capabilities.word_timestamps:
+        raise ApiError(400, f"{spec.id} does not produce word timestamps", "unsupported_option",
+                       param="timestamp_granularities[]")
+
+    raw_stream = (_text_field(form, "stream") or "false").lower()
+    if raw_stream not in _TRUE | _FALSE:
+        raise ApiError(400, f"stream must be true or false, got '{raw_stream}'", "invalid_parameter", param="stream")
+    stream = raw_stream in _TRUE
+    if stream and response_format not in ("json", "text"):
+        raise ApiError(400, "stream=true supports response_format json or text only (as in the OpenAI API)",
+                       "invalid_parameter", param="stream")
+
+    if task == "translate" and not spec.capabilities.translation:
+        raise ApiError(400, f"{spec.id} cannot translate (capabilities.translation is false); use "
+                            f"/v1/audio/transcriptions", "unsupported_option", param="model")
+
+    options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,  # type: ignore[arg-type]
+                                temperature=temperature, word_timestamps="word" in granularities)
+    return _Params(options, response_format, granularities or ("segment",), stream)
+
+
+# ------------------------------------------------------------------ stream=true (SSE)
+_DONE = object()
+
+
+async def _stream_response(state: ServerState, upload: UploadFile, params: _Params, max_seconds: float) -> Response:
+    """Decode first (errors stay HTTP statuses), hold a slot, then send one delta per decoded segment.
+
+    The slot is taken before the response starts, so overload is a 429, not a broken stream; it is
+    released when the stream ends or the client goes away (the decode thread stops at the next segment).
+    """
+    loop = asyncio.get_running_loop()
+    stack = contextlib.AsyncExitStack()
+    await stack.enter_async_context(state.gate.slot())
+    try:
+        audio = await _decode(loop, state, upload, max_seconds)
+    except BaseException:
+        await stack.aclose()
+        raise
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    cancelled = False
+
+    def produce() -> None:
+        try:
+            for segment in state.engine.stream_segments(audio.samples, params.options):
+                if cancelled:
+                    return
+                loop.call_soon_threadsafe(queue.put_nowait, segment)
+        except BaseException as exc:  # delivered to the stream as an error event
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        loop.call_soon_threadsafe(queue.put_nowait, _DONE)
+
+    async def events() -> AsyncIterator[bytes]:
+        nonlocal cancelled
+        started = time.perf_counter()
+        texts: list[str] = []
+        try:
+            worker = loop.run_in_executor(state.executor, produce)
+            while (item := await queue.get()) is not _DONE:
+                if isinstance(item, BaseException):
+                    log.error("stream_failed engine_id=%s error=%r", state.spec.id, item)
+                    message = item.message if isinstance(item, UnsupportedOption) else "inference failed; see the server log"
+                    yield formats.sse_event({"type": "error", "error": {"message": message, "type": "server_error"}})
+                    return
+                if item.text:
+                    yield formats.delta_event((" " if texts else "") + item.text)
+                    texts.append(item.text)
+            yield formats.done_event(" ".join(texts))
+            await worker
+            state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
+        finally:
+            cancelled = True
+            await stack.aclose()
+
+    return StreamingResponse(events(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+

@@ -1,0 +1,168 @@
+"""`dalston serve VARIANT_ID`: run one engine variant over HTTP.
+
+Start-up order is what an operator debugging a pod needs: resolve the variant (id or alias), check
+the keys file and the pinned weight files *before* binding the port (a broken deployment fails fast
+with a message naming the file), then listen — `/health` answers at once, `/ready` turns 200 once
+the model is loaded, and only then does the engine register with a gateway. SIGTERM makes `/ready`
+503 and deregisters first, then uvicorn drains in-flight requests before exiting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from dalston.auth import KEYS_FILE_ENV, KeysFileError, KeyStore
+
+log = logging.getLogger("dalston.server")
+
+LOG_FORMAT = "%(asctime)s level=%(levelname)s logger=%(name)s %(message)s"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("variant", nargs="?", default=os.environ.get("ENGINE_ID"),
+                        help="variant id or alias (default $ENGINE_ID)")
+    parser.add_argument("--host", default=os.environ.get("DALSTON_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DALSTON_PORT", "8080")))
+    parser.add_argument("--engines-dir", type=Path, default=None, help="engines tree (default $DALSTON_ENGINES_DIR or the packaged engines/)")
+    parser.add_argument("--model-dir", default=None, help="root of weights dirs (default $DALSTON_MODEL_DIR, else container.model_cache)")
+    parser.add_argument("--verify", action="store_true", help="also check the sha256 of every weight file at start")
+    parser.add_argument("--keys-file", default=os.environ.get(KEYS_FILE_ENV), help=f"API key digests (default ${KEYS_FILE_ENV})")
+    parser.add_argument("--insecure-no-auth", action="store_true", help="serve without API keys (local development only)")
+    parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="413 above this upload size")
+    parser.add_argument("--max-queue", type=int, default=None, help="requests that may wait for a slot (default 4 x max_concurrency); beyond: 429")
+    parser.add_argument("--realtime-idle-timeout", type=float, default=None, help="seconds without audio before a realtime session is closed")
+    parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
+    parser.add_argument("--gateway", default=None, help="register with this gateway URL (default $DALSTON_GATEWAY_URL)")
+    parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"dalston serve: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
+    from dalston.catalog import Catalog, SpecInvalid
+    from dalston.models import ModelNotFound, ModelRegistry
+    from dalston.weights import WeightsError, check_weights, weights_dir
+
+    if not args.variant:
+        return _fail("name the variant to serve: dalston serve VARIANT_ID (or set ENGINE_ID)", 2)
+    try:
+        catalog = Catalog.load(args.engines_dir)
+    except SpecInvalid as exc:
+        return _fail(f"the engines tree has invalid variant files:\n{exc}")
+    registry = ModelRegistry.from_catalog(catalog)
+    try:
+        entry = catalog.get(registry.resolve(args.variant))
+    except ModelNotFound as exc:
+        return _fail(str(exc), 2)
+
+    if args.insecure_no_auth:
+        keys = None
+        log.warning("auth_disabled engine_id=%s reason=--insecure-no-auth", entry.spec.id)
+    else:
+        try:
+            keys = KeyStore.from_env(args.keys_file)
+        except KeysFileError as exc:
+            return _fail(str(exc))
+        if keys is None:
+            return _fail(f"no API keys: give --keys-file PATH (or ${KEYS_FILE_ENV}); create one with "
+                         f"`dalston keys create --keys-file PATH`, or pass --insecure-no-auth for local use", 2)
+
+    directory = weights_dir(entry.spec, args.model_dir)
+    try:
+        check_weights(entry.spec, directory, verify=args.verify)
+    except WeightsError as exc:
+        return _fail(str(exc))
+
+    return _serve(args, entry, registry, keys, directory)
+
+
+def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore | None, directory: Path) -> int:
+    import contextlib
+
+    from dalston.engine_sdk import EngineLoadError
+    from dalston.registration import RegistrationConfigError, registrar_for
+    from dalston.server.app import create_app
+    from dalston.server.realtime import RealtimeLimits
+    from dalston.server.state import ServerState
+
+    realtime_limits = RealtimeLimits(idle_timeout_s=args.realtime_idle_timeout) if args.realtime_idle_timeout else None
+    try:
+        state = ServerState.create(entry, registry, directory, keys=keys, max_queue=args.max_queue,
+                                   max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+                                   realtime_limits=realtime_limits)
+        registrar = registrar_for(entry.spec, args.host, args.port, args.gateway)
+    except (EngineLoadError, RegistrationConfigError) as exc:
+        return _fail(str(exc))
+
+    registrar = _Once(registrar)
+    server: _DrainingServer | None = None
+    failed: list[str] = []
+
+    def on_failure(error: str) -> None:
+        failed.append(error)
+        if server is not None:
+            server.should_exit = True
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: Any):  # type: ignore[no-untyped-def]
+        state.load_in_background(on_ready=registrar.start, on_failure=on_failure)
+        yield
+        state.draining = True
+        registrar.stop()
+        state.executor.shutdown(wait=False, cancel_futures=True)
+
+    app = create_app(state, lifespan=lifespan)
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
+                            timeout_graceful_shutdown=int(args.shutdown_timeout), access_log=False,
+                            ws="websockets-sansio")
+    server = _DrainingServer(config, state, registrar)
+    log.info("engine_starting engine_id=%s host=%s port=%d weights_dir=%s auth=%s", entry.spec.id, args.host,
+             args.port, directory, "keys" if keys is not None else "disabled")
+    server.run()
+    if failed:
+        return _fail(f"{entry.spec.id} did not load: {failed[0]}")
+    return 0
+
+
+class _DrainingServer(uvicorn.Server):
+    """On SIGTERM/SIGINT, first stop advertising (ready 503, deregister from the gateway), then drain."""
+
+    def __init__(self, config: uvicorn.Config, state: Any, registrar: Any) -> None:
+        super().__init__(config)
+        self.state, self.registrar = state, registrar
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if not self.state.draining:
+            self.state.draining = True
+            log.info("engine_draining engine_id=%s signal=%d in_flight=%d queued=%d", self.state.spec.id, sig,
+                     self.state.gate.in_flight, self.state.gate.queued)
+            self.registrar.stop()
+        super().handle_exit(sig, frame)
+
+
+class _Once:
+    """The registrar (or none), started at most once and stopped at most once, only if started."""
+
+    def __init__(self, registrar: Any) -> None:
+        self.registrar, self.started, self.stopped = registrar, False, False
+
+    def start(self) -> None:
+        if self.registrar is not None and not self.started:
+            self.started = True
+            self.registrar.start()
+
+    def stop(self) -> None:
+        if self.started and not self.stopped:
+            self.stopped = True
+            self.registrar.stop()

@@ -1,0 +1,93 @@
+"""Everything one engine server holds: the variant, its engine, keys, limits, metrics and readiness.
+
+The model loads in a background thread so `/health` answers at once and `/ready` says 503 until the
+weights are in memory (orchestrators then route traffic only to warm replicas).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dalston.auth import KeyStore
+from dalston.catalog import CatalogEntry
+from dalston.engine_sdk import Engine, create_engine
+from dalston.models import ModelRegistry
+from dalston.server.limits import InferenceGate, Limits
+from dalston.server.metrics import ServerMetrics
+from dalston.server.realtime import RealtimeLimits
+from dalston.spec import EngineSpec
+
+log = logging.getLogger("dalston.server")
+
+DEFAULT_MAX_UPLOAD_BYTES = 1 << 30  # 1 GiB, about 9 h of 16 kHz 16-bit wav
+
+
+@dataclass
+class ServerState:
+    entry: CatalogEntry
+    engine: Engine
+    registry: ModelRegistry
+    keys: KeyStore | None  # None only with --insecure-no-auth
+    limits: Limits
+    weights_dir: Path
+    realtime_limits: RealtimeLimits | None = None
+    ready: threading.Event = field(default_factory=threading.Event)
+    load_error: str | None = None
+    draining: bool = False
+    gate: InferenceGate = field(init=False)
+    metrics: ServerMetrics = field(init=False)
+    executor: ThreadPoolExecutor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.gate = InferenceGate(self.limits)
+        self.metrics = ServerMetrics(self.spec.id, lambda: self.gate.in_flight, lambda: self.gate.queued)
+        # decode + inference workers; the gate, not the pool, bounds how many run
+        self.executor = ThreadPoolExecutor(max_workers=self.limits.max_concurrency + 1, thread_name_prefix="infer")
+
+    @property
+    def spec(self) -> EngineSpec:
+        return self.entry.spec
+
+    @classmethod
+    def create(cls, entry: CatalogEntry, registry: ModelRegistry, weights_dir: Path, *, keys: KeyStore | None,
+               max_queue: int | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
+               realtime_limits: RealtimeLimits | None = None) -> ServerState:
+        concurrency = entry.spec.capabilities.max_concurrency
+        limits = Limits(max_concurrency=concurrency, max_queue=4 * concurrency if max_queue is None else max_queue,
+                        max_upload_bytes=max_upload_bytes)
+        return cls(entry, create_engine(entry), registry, keys, limits, weights_dir, realtime_limits)
+
+    def load(self) -> None:
+        """Load the weights (blocking), then mark ready and log `engine_registered`."""
+        started = time.monotonic()
+        self.engine.load(self.weights_dir)
+        self.ready.set()
+        facts = " ".join(f"{k}={v}" for k, v in self.engine.describe().items())
+        log.info("engine_registered engine_id=%s stage=%s %s max_concurrency=%d load_seconds=%.2f weights_dir=%s",
+                 self.spec.id, self.spec.stage, facts, self.limits.max_concurrency, time.monotonic() - started,
+                 self.weights_dir)
+
+    def load_in_background(self, on_ready: Callable[[], None] | None = None,
+                           on_failure: Callable[[str], None] | None = None) -> threading.Thread:
+        def run() -> None:
+            try:
+                self.load()
+            except Exception as exc:  # report, never leave a server that is alive but never ready
+                self.load_error = f"{type(exc).__name__}: {exc}"
+                log.error("engine_load_failed engine_id=%s weights_dir=%s error=%r", self.spec.id, self.weights_dir,
+                          self.load_error)
+                if on_failure:
+                    on_failure(self.load_error)
+                return
+            if on_ready:
+                on_ready()
+
+        thread = threading.Thread(target=run, name="model-load", daemon=True)
+        thread.start()
+        return thread
