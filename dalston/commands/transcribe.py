@@ -1,0 +1,80 @@
+"""`dalston transcribe FILE [--model fast] [--format srt]`: the same engine as the server, in process.
+
+No server, no keys: resolve the model (id or alias), check its pinned weights, load the family,
+decode the file with the shared audio path and print the transcript in any response format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from dalston.formats import RESPONSE_FORMATS
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="audio or video file (wav, mp3, flac, ogg/opus, m4a, webm, …)")
+    parser.add_argument("--model", default="fast", help="variant id or alias (default: fast)")
+    parser.add_argument("--format", dest="response_format", choices=RESPONSE_FORMATS, default="text")
+    parser.add_argument("--language", default=None, help="ISO 639-1 code; default: detect")
+    parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    parser.add_argument("--prompt", default=None, help="initial prompt (spelling of names, style)")
+    parser.add_argument("--word-timestamps", action="store_true", help="words in verbose_json")
+    parser.add_argument("--engines-dir", type=Path, default=None)
+    parser.add_argument("--model-dir", default=None, help="root of weights dirs (default $DALSTON_MODEL_DIR)")
+    parser.add_argument("--output", "-o", type=Path, default=None, help="write here instead of stdout")
+
+
+def _fail(message: str, code: int = 1) -> int:
+    print(f"dalston transcribe: {message}", file=sys.stderr)
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    from dalston.audio import AudioError, decode_audio
+    from dalston.catalog import Catalog, SpecInvalid
+    from dalston.engine_sdk import EngineLoadError, TranscribeOptions, UnsupportedOption, create_engine
+    from dalston.formats import render
+    from dalston.models import ModelNotFound, ModelRegistry
+    from dalston.weights import WeightsError, check_weights, weights_dir
+
+    try:
+        catalog = Catalog.load(args.engines_dir)
+        entry = catalog.get(ModelRegistry.from_catalog(catalog).resolve(args.model))
+    except SpecInvalid as exc:
+        return _fail(f"invalid variant files:\n{exc}")
+    except ModelNotFound as exc:
+        return _fail(str(exc), 2)
+    spec = entry.spec
+    if spec.stage not in ("transcribe", "realtime"):
+        return _fail(f"{spec.id} is a {spec.stage} engine, not a transcriber", 2)
+    if args.task == "translate" and not spec.capabilities.translation:
+        return _fail(f"{spec.id} cannot translate (capabilities.translation is false)", 2)
+
+    try:
+        audio = decode_audio(args.file, max_seconds=float(spec.capabilities.max_audio_duration))
+    except AudioError as exc:
+        return _fail(f"{args.file}: {exc.message}")
+    directory = weights_dir(spec, args.model_dir)
+    try:
+        check_weights(spec, directory)
+        engine = create_engine(entry)
+        engine.load(directory)
+    except (WeightsError, EngineLoadError) as exc:
+        return _fail(str(exc))
+    options = TranscribeOptions(language=args.language, task=args.task, prompt=args.prompt,  # type: ignore[arg-type]
+                                word_timestamps=args.word_timestamps)
+    try:
+        transcript = engine.transcribe(audio.samples, options)
+    except UnsupportedOption as exc:
+        return _fail(exc.message, 2)
+    granularities = ("segment", "word") if args.word_timestamps else ("segment",)
+    body, _ = render(transcript, args.response_format, task=args.task, granularities=granularities)
+    if args.output:
+        args.output.write_text(body if body.endswith("\n") else body + "\n", encoding="utf-8")
+    else:
+        sys.stdout.write(body if body.endswith("\n") else body + "\n")
+    return 0
