@@ -9,6 +9,8 @@ and memory. Every failure is an `AudioError` with a stable `code` the server map
 from __future__ import annotations
 
 import io
+import os
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -19,7 +21,10 @@ SAMPLE_RATE = 16000
 
 
 class AudioError(ValueError):
-    """Input that cannot become audio. `code`: empty_file, invalid_audio, no_audio_stream, audio_too_long."""
+    """Input that cannot become audio.
+
+    `code`: empty_file, invalid_audio, no_audio_stream, truncated_audio, audio_too_long.
+    """
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -69,16 +74,16 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
         source.seek(0)
         handle = source
 
+    _check_wav_complete(handle)
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
         with av.open(handle, mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
                 raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
             stream = container.streams.audio[0]
-            if limit is not None and stream.duration is not None and stream.time_base is not None:
-                declared = float(stream.duration * stream.time_base)
-                if declared > max_seconds + 1.0:  # type: ignore[operator]
-                    raise _too_long(declared, max_seconds)  # type: ignore[arg-type]
+            declared = _declared_seconds(container, stream)
+            if limit is not None and declared is not None and declared > max_seconds + 1.0:  # type: ignore[operator]
+                raise _too_long(declared, max_seconds)  # type: ignore[arg-type]
             ctx = stream.codec_context
             source_rate = int(ctx.sample_rate or 0)
             source_channels = int(getattr(ctx, "channels", 0) or ctx.layout.nb_channels)
@@ -106,6 +111,42 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
     if len(samples) == 0:
         raise AudioError("invalid_audio", "the file's audio stream holds no decodable samples")
     return DecodedAudio(samples, source_rate, source_channels, codec, container_name)
+
+
+def _check_wav_complete(handle: str | BinaryIO) -> None:
+    """A RIFF/WAVE header states its data size exactly; fewer bytes present means the upload was cut short.
+
+    FFmpeg decodes whatever is there without complaint, which would silently transcribe part of a file.
+    Streamed WAVs that do not know their size (0 or 0xFFFFFFFF) are accepted as they are.
+    """
+    if isinstance(handle, str):
+        with open(handle, "rb") as f:
+            head, total = f.read(4096), os.fstat(f.fileno()).st_size
+    else:
+        head = handle.read(4096)
+        total = handle.seek(0, io.SEEK_END)
+        handle.seek(0)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    offset = 12
+    while offset + 8 <= len(head):
+        chunk_id, size = head[offset:offset + 4], struct.unpack("<I", head[offset + 4:offset + 8])[0]
+        if chunk_id == b"data":
+            if size not in (0, 0xFFFFFFFF) and offset + 8 + size > total:
+                present = total - offset - 8
+                raise AudioError("truncated_audio", f"the WAV file is truncated: its header declares {size} bytes of "
+                                                    f"audio data but only {present} are present; upload the complete file")
+            return
+        offset += 8 + size + (size & 1)
+
+
+def _declared_seconds(container, stream) -> float | None:  # type: ignore[no-untyped-def]
+    """The duration the container declares (exact for WAV, an estimate for some compressed formats)."""
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000  # AV_TIME_BASE
+    return None
 
 
 def _frames(container, stream):  # type: ignore[no-untyped-def]

@@ -70,10 +70,14 @@ async def _api_error(_: Request, exc: Exception) -> Response:
     return exc.response()
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "invalid_request")
-    return openai_error(exc.status_code, str(exc.detail), code=code)
+    if exc.status_code == 404:
+        return openai_error(404, f"no such route: {request.method} {request.url.path}", code="not_found")
+    if exc.status_code == 405:
+        return openai_error(405, f"{request.method} is not allowed on {request.url.path}", code="method_not_allowed",
+                            headers=exc.headers)
+    return openai_error(exc.status_code, str(exc.detail), code="invalid_request")
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -279,12 +283,15 @@ async def _audio_request(request: Request, task: str) -> Response:
     _require_key(request)
     _require_ready(state)
     content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
+    if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(400, "send the request as multipart/form-data with a 'file' field (OpenAI audio API)",
                        "invalid_content_type")
     async with _form(request) as form:
         params = _parse_params(state, form, task)
         upload = form.get("file")
+        if isinstance(upload, str):
+            raise ApiError(400, "'file' arrived as a text field: send the audio as a file part "
+                                "(curl -F file=@audio.wav)", "invalid_parameter", param="file")
         if not isinstance(upload, UploadFile):
             raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'",
                            "missing_file", param="file")
