@@ -81,12 +81,9 @@ def check_weights(spec: EngineSpec, directory: str | Path, verify: bool = False)
     if spec.weights is None:
         return
     directory = Path(directory)
-    if not directory.is_dir():
-        expected = f"{len(spec.weights.files)} files, {spec.weights.total_bytes} bytes"
-        problems = [f"{directory}: weights directory does not exist (expected {expected})"]
-    else:
-        found = (file_problem(wf, directory / wf.name, verify) for wf in spec.weights.files)
-        problems = [p for p in found if p]
+    problems = [] if directory.is_dir() else [f"{directory}: weights directory does not exist"]
+    found = (file_problem(wf, directory / wf.name, verify) for wf in spec.weights.files)
+    problems += [p for p in found if p]
     if problems:
         raise WeightsError(
             f"weights for {spec.id} ({spec.weights.repo}@{spec.weights.revision}) are not usable, "

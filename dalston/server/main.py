@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,9 @@ class _DrainingServer(uvicorn.Server):
                      self.state.gate.in_flight, self.state.gate.queued)
             self.registrar.stop()
         super().handle_exit(sig, frame)
+        # uvicorn re-raises captured signals after shutdown; a completed drain is a clean exit (status 0)
+        if sig == signal.SIGTERM and getattr(self, "_captured_signals", None):
+            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 class _Once:

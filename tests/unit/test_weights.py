@@ -165,9 +165,11 @@ def test_check_weights_lists_every_problem_with_path_pin_finding_and_fix(
            f"found sha256 {_sha(directory / 'config.json')}" in str(err.value)
 
 
-def test_check_weights_names_a_missing_directory(tiny: EngineSpec, tmp_path: Path) -> None:
-    with pytest.raises(WeightsError, match=r"weights directory does not exist \(expected 4 files"):
+def test_check_weights_names_a_missing_directory_and_every_file(tiny: EngineSpec, tmp_path: Path) -> None:
+    with pytest.raises(WeightsError, match=r"weights directory does not exist") as err:
         check_weights(tiny, tmp_path / TINY)
+    for wf in tiny.weights.files:
+        assert f"{tmp_path / TINY / wf.name}: missing (expected {wf.size} bytes, sha256 {wf.sha256})" in str(err.value)
 
 
 # --- pull -----------------------------------------------------------------------------------------
