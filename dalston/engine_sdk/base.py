@@ -82,3 +82,23 @@ class StreamingEngine(Engine):
     @abstractmethod
     def open_session(self, language: str | None = None) -> StreamingSession:
         """A fresh session sharing the loaded model but none of the state."""
+
+
+class PrepareEngine(Engine):
+    """The prepare stage: turns any upload into 16 kHz mono audio and reports what it found. No model.
+
+    It is an `Engine` so it is found, configured and served like every other variant; the server
+    mounts `POST /v1/audio/prepare` for it instead of the transcription routes.
+    """
+
+    def load(self, weights_dir: Path) -> None:
+        """Nothing to load: decoding needs no weights."""
+
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        raise UnsupportedOption("model", f"{self.spec.id} is a prepare engine: it decodes audio and does not transcribe")
+
+    def prepare(self, source: object) -> object:
+        """Decode `source` (bytes, path or file) within the variant's duration limit -> `DecodedAudio`."""
+        from dalston.audio import decode_audio
+
+        return decode_audio(source, max_seconds=float(self.spec.capabilities.max_audio_duration))  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
 from dalston.audio import AudioError, DecodedAudio, decode_audio
-from dalston.engine_sdk import StreamingEngine, TranscribeOptions, UnsupportedOption
+from dalston.engine_sdk import PrepareEngine, StreamingEngine, TranscribeOptions, UnsupportedOption
 from dalston.models import ModelNotFound
 from dalston.server.errors import ApiError, openai_error
 from dalston.server.metrics import CONTENT_TYPE
@@ -48,9 +48,12 @@ def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | Non
         Route("/v1/models", _models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", _model, methods=["GET"]),
         Route("/v1/capabilities", _capabilities, methods=["GET"]),
-        Route("/v1/audio/transcriptions", _transcriptions, methods=["POST"]),
-        Route("/v1/audio/translations", _translations, methods=["POST"]),
     ]
+    if isinstance(state.engine, PrepareEngine):
+        routes.append(Route("/v1/audio/prepare", _prepare, methods=["POST"]))
+    else:
+        routes += [Route("/v1/audio/transcriptions", _transcriptions, methods=["POST"]),
+                   Route("/v1/audio/translations", _translations, methods=["POST"])]
     if isinstance(state.engine, StreamingEngine):
         routes += realtime_routes(state, state.realtime_limits)
     app = Starlette(routes=routes, lifespan=lifespan,
@@ -178,7 +181,7 @@ class _RequestMetrics:
                          elapsed * 1000)
 
 
-_KNOWN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/capabilities",
+_KNOWN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/capabilities", "/v1/audio/prepare",
                            "/v1/audio/transcriptions", "/v1/audio/translations"})
 
 
@@ -417,6 +420,50 @@ def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
     options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,  # type: ignore[arg-type]
                                 temperature=temperature, word_timestamps="word" in granularities)
     return _Params(options, response_format, granularities or ("segment",), stream)
+
+
+# ------------------------------------------------------------------ prepare stage
+async def _prepare(request: Request) -> Response:
+    """Decode an upload: a JSON report (duration, channels, codec…), or `response_format=wav` for the audio."""
+    state = _state(request)
+    _require_key(request)
+    _require_ready(state)
+    engine = state.engine
+    assert isinstance(engine, PrepareEngine)
+    async with _form(request) as form:
+        response_format = _text_field(form, "response_format") or "json"
+        if response_format not in ("json", "wav"):
+            raise ApiError(400, f"response_format '{response_format}' is not one of json, wav", "invalid_response_format",
+                           param="response_format")
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile):
+            raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'",
+                           "missing_file", param="file")
+        loop = asyncio.get_running_loop()
+        async with state.gate.slot():
+            try:
+                audio = await loop.run_in_executor(state.executor, engine.prepare, upload.file)
+            except AudioError as exc:
+                raise ApiError(400, exc.message, exc.code, param="file") from None
+    if response_format == "wav":
+        return Response(_wav_bytes(audio.samples), media_type="audio/wav")  # type: ignore[attr-defined]
+    return JSONResponse(audio.report())  # type: ignore[attr-defined]
+
+
+def _wav_bytes(samples: Any) -> bytes:
+    import io
+    import wave
+
+    import numpy as np
+
+    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(pcm)
+    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ stream=true (SSE)
