@@ -1,4 +1,4 @@
-# The pinned weights of every variant that has any, by engine id:
+# The pinned weights of every variant, by engine id (an empty directory for a variant without any):
 #
 #   nix-build nix/weights.nix -A whisper-base
 #   nix-build nix/weights.nix -A whisper-base --arg mirrors '[ "file:///srv/models" ]'
@@ -9,6 +9,5 @@
 let
   variants = import ./lib/discover.nix { inherit engines; };
   weights = import ./lib/weights.nix { inherit mirrors; };
-  withWeights = builtins.filter (id: weights.hasWeights variants.${id}.spec) (builtins.attrNames variants);
 in
-builtins.listToAttrs (map (id: { name = id; value = weights.weightsFor variants.${id}.spec; }) withWeights)
+builtins.mapAttrs (_: v: weights.weightsFor v.spec) variants

@@ -38,12 +38,16 @@ let
 
   hasWeights = spec: spec ? weights && spec.weights != null && (spec.weights.files or [ ]) != [ ];
 
+  # A variant without weights (audio-prepare) gets an empty <out>/<id>: every variant has the same
+  # three flake outputs, and DALSTON_MODEL_DIR can always be set.
   weightsFor = spec:
-    let w = spec.weights; in
     symlinkTree {
       name = "${spec.id}-weights";
       top = spec.id;
-      links = b.listToAttrs (map (f: { name = f.name; value = fileFor w f; }) w.files);
+      links =
+        if hasWeights spec
+        then b.listToAttrs (map (f: { name = f.name; value = fileFor spec.weights f; }) spec.weights.files)
+        else { };
     };
 in
 {

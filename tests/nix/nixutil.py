@@ -6,6 +6,7 @@ machine never retries a binary cache) and the same skip rule (skip only when Nix
 
 from __future__ import annotations
 
+import grp
 import json
 import os
 import shutil
@@ -22,10 +23,26 @@ HAVE_NIX = shutil.which("nix-instantiate") is not None
 requires_nix = pytest.mark.skipif(not HAVE_NIX, reason="nix-instantiate not on PATH (install nix-bin)")
 
 
+def _no_build_users() -> bool:
+    """Root without the `nixbld` group (Debian's nix-bin does not create it): build as root itself."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        grp.getgrnam("nixbld")
+    except KeyError:
+        return True
+    return False
+
+
+NIX_CONFIG = "experimental-features = nix-command flakes\nsubstituters =\n" + (
+    "build-users-group =\n" if _no_build_users() else ""
+)
+
+
 def nix_env(**extra: str) -> dict[str, str]:
     """The environment every Nix call gets: flakes enabled, no binary cache, offline hubs."""
     env = dict(os.environ)
-    env["NIX_CONFIG"] = "experimental-features = nix-command flakes\nsubstituters =\n"
+    env["NIX_CONFIG"] = NIX_CONFIG
     env["HF_HUB_OFFLINE"] = "1"
     env["TRANSFORMERS_OFFLINE"] = "1"
     env.update(extra)
