@@ -1,0 +1,89 @@
+# One OCI image per variant with nix2container, layered for reuse:
+#
+#   1. deps     the family's Python runtime and dependencies (identical for every variant of a family)
+#   2. cuda     GPU variants of the whisper family only: the CUDA runtime CTranslate2 loads
+#   3. app      dalston itself, the family entrypoint, this variant's engines tree, /tmp and /etc/passwd
+#   4. weights  this variant's pinned weights, last: the biggest and the most variant-specific
+#
+# Layers are nested (`buildLayer { layers = [ previous ]; }`) so each holds only what the previous
+# ones lack: nix2container lists an image's layers as the nested chain, in that order. The weights
+# path reaches the app only through the image Env (DALSTON_MODEL_DIR), never through a store
+# reference, so no model byte lands in the app layer. nix2container's tag is the spec version
+# (`dalston-<id>:<version>`, as dalston.tools.deployment.image_name names it).
+#
+# Arguments: pkgs, nix2container (the set with buildImage/buildLayer that nix2container's flake
+# exports as packages.<system>.nix2container), package (nix/package.nix applied to the same pkgs),
+# projectLicense (SPDX id of dalston itself, for org.opencontainers.image.licenses).
+{ pkgs, nix2container, package, projectLicense ? null }:
+let
+  oci = import ./lib/oci.nix;
+  families = import ./lib/runtime-family.nix;
+
+  # What a non-root process needs from the root filesystem: a writable /tmp and a passwd entry.
+  rootfs = pkgs.runCommand "dalston-rootfs" { } ''
+    mkdir -p $out/tmp $out/etc
+    echo 'root:x:0:0:root:/root:/noshell' > $out/etc/passwd
+    echo 'dalston:x:10001:10001:dalston:/tmp:/noshell' >> $out/etc/passwd
+    echo 'root:x:0:' > $out/etc/group
+    echo 'dalston:x:10001:' >> $out/etc/group
+  '';
+
+  depsOf = app: [ app.python ] ++ (app.propagatedBuildInputs or [ ]);
+
+  # Shared by every image of a family: the same derivation, hence the same layer digest.
+  depsLayer = family:
+    nix2container.buildLayer { deps = depsOf package.apps.${family}; };
+  depsLayers = { whisper = depsLayer "whisper"; nemo = depsLayer "nemo"; };
+
+  cudaLayer = family: cudaRuntime:
+    nix2container.buildLayer { deps = cudaRuntime; layers = [ depsLayers.${family} ]; };
+
+  imageFor = { entry, variantPackage, cudaPackages }:
+    let
+      spec = entry.spec;
+      family = families.familyOf spec;
+      cudaRuntime = if families.usesGpu spec then families.cudaRuntimeFor cudaPackages family else [ ];
+      app = package.apps.${family};
+      launcher = package.launchers.${family};
+      inherit (variantPackage) weights engines;
+
+      base = if cudaRuntime == [ ] then depsLayers.${family} else cudaLayer family cudaRuntime;
+      appLayer = nix2container.buildLayer {
+        deps = [ app app.dependencyEnv launcher engines ];
+        copyToRoot = [ rootfs ];
+        perms = [{ path = rootfs; regex = "/tmp$"; mode = "1777"; }];
+        layers = [ base ];
+      };
+      weightsLayer = nix2container.buildLayer { deps = [ weights ]; layers = [ appLayer ]; };
+
+      env = {
+        ENGINE_ID = spec.id;
+        DALSTON_MODEL_DIR = "${weights}";
+        DALSTON_ENGINES_DIR = "${engines}/engines";
+        HF_HUB_OFFLINE = "1";
+        TRANSFORMERS_OFFLINE = "1";
+        PYTHONUNBUFFERED = "1";
+        HOME = "/tmp";
+        PATH = "${app.dependencyEnv}/bin:${launcher}/bin";
+      } // (if cudaRuntime == [ ] then { } else {
+        LD_LIBRARY_PATH = builtins.concatStringsSep ":" (map (p: "${p}/lib") cudaRuntime);
+        # What the NVIDIA container toolkit reads to mount the driver into the container.
+        NVIDIA_VISIBLE_DEVICES = "all";
+        NVIDIA_DRIVER_CAPABILITIES = "compute,utility";
+      });
+    in
+    nix2container.buildImage {
+      name = oci.imageName spec;
+      tag = oci.imageTag spec;
+      config = oci.configFor {
+        inherit spec family env projectLicense;
+        inherit (entry) stage;
+        entrypoint = [ "${launcher}/bin/dalston-entrypoint" ];
+      };
+      layers = [ weightsLayer ];
+      meta.description = "OCI image of ${spec.id} (dalston serve ${spec.id}, weights included)";
+    };
+in
+{
+  inherit imageFor depsLayers rootfs;
+}
