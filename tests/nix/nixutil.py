@@ -71,3 +71,57 @@ def eval_error(expr: str, *, cwd: Path | None = None) -> str:
     proc = run(["nix-instantiate", "--eval", "--strict", "--json", "-E", expr], cwd=cwd)
     assert proc.returncode != 0, f"expected evaluation to fail, got {proc.stdout[:500]}"
     return proc.stderr
+
+
+# --- flakes ------------------------------------------------------------------------------------
+
+STANDINS = REPO / "tests" / "nix" / "standins"
+SYSTEMS = ("x86_64-linux", "aarch64-linux")
+
+
+def standin_flags(root: Path) -> list[str]:
+    """Replace the three real inputs (unreachable offline) with the stand-in flakes under `root`.
+
+    The stand-ins check the wiring only (see tests/nix/standins/README.md); nothing is built.
+    """
+    flags = ["--no-write-lock-file"]
+    for name in ("nixpkgs", "nix2container", "poetry2nix"):
+        flags += ["--override-input", name, f"path:{root / 'tests' / 'nix' / 'standins' / name}"]
+    return flags
+
+
+def git_copy(dest: Path) -> Path:
+    """A fresh git repository at `dest` with this repository's tracked files (flakes see only those)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    dest.mkdir(parents=True, exist_ok=True)
+    for rel in filter(None, listed.decode().split("\0")):
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", "copy")
+    return dest
+
+
+def git(repo: Path, *args: str) -> str:
+    proc = subprocess.run(
+        ["git", "-c", "user.email=nix-tests@dalston.invalid", "-c", "user.name=nix tests", *args],
+        cwd=repo, capture_output=True, text=True,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"git {' '.join(args)} failed:\n{proc.stderr}")
+    return proc.stdout
+
+
+def flake(repo: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """`nix <args> <flake flags>` in `repo` with the stand-in inputs; the caller checks returncode."""
+    return run(["nix", *args, *standin_flags(repo)], cwd=repo, timeout=timeout)
+
+
+def flake_json(repo: Path, *args: str, timeout: float = 600) -> Any:
+    proc = flake(repo, *args, "--json", timeout=timeout)
+    if proc.returncode != 0:
+        raise AssertionError(f"nix {' '.join(args)} failed:\n{proc.stderr}")
+    return json.loads(proc.stdout)
