@@ -116,22 +116,35 @@ def test_variants_nix_equals_python_catalog() -> None:
 
 
 def test_scaffolded_variants(tmp_path: Path) -> None:
+    """Every stage the scaffold offers, as a multi-variant family and as a single engine.yaml."""
+    from typing import get_args
+
+    from dalston.spec import Stage
+
     root = tmp_path / "engines"
     root.mkdir()
-    for args in (["--stage", "transcribe", "--variants", "small,large", "my-asr"], ["--stage", "prepare", "my-prep"]):
-        proc = subprocess.run(
-            [sys.executable, "-m", "dalston.tools.scaffold_engine", "--root", str(root), *args],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )
-        assert proc.returncode == 0, proc.stderr
+    expected = []
+    for stage in get_args(Stage):
+        family = f"my-{stage.replace('_', '-')}"
+        runs = [(["--variants", "small,large"], [f"{family}-large", f"{family}-small"]), ([], [f"{family}-one"])]
+        for extra, ids in runs:
+            name = family if extra else f"{family}-one"
+            proc = subprocess.run(
+                [sys.executable, "-m", "dalston.tools.scaffold_engine", "--root", str(root), "--stage", stage, *extra, name],
+                cwd=REPO, capture_output=True, text=True, timeout=120,
+            )
+            assert proc.returncode == 0, proc.stderr
+            expected += ids
     files = sorted(root.rglob("*.yaml"))
-    assert len(files) == 3, files
+    assert len(files) == len(expected) == 3 * len(get_args(Stage)), files
     work = tmp_path / "nix"
     work.mkdir()
     assert_readers_agree([(str(p.relative_to(tmp_path)), p.read_text()) for p in files], work)
-    # ...and discovery finds them under the ids the Python catalog would give them.
+    # ...and discovery finds them under the ids the Python catalog gives them.
     ids = eval_json(f"builtins.attrNames (import {NIX_DIR / 'lib' / 'discover.nix'} {{ engines = {root}; }})")
-    assert ids == ["my-asr-large", "my-asr-small", "my-prep"]
+    from dalston.catalog import Catalog
+
+    assert ids == sorted(expected) == sorted(Catalog.scan(root, allow_unpinned=True)[0].engines)
 
 
 # --- hypothesis: documents in the subset --------------------------------------------------------
