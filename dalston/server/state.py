@@ -67,11 +67,11 @@ class ServerState:
         """Load the weights (blocking), then mark ready and log `engine_registered`."""
         started = time.monotonic()
         self.engine.load(self.weights_dir)
-        self.ready.set()
         facts = " ".join(f"{k}={v}" for k, v in self.engine.describe().items())
         log.info("engine_registered engine_id=%s stage=%s %s max_concurrency=%d load_seconds=%.2f weights_dir=%s",
                  self.spec.id, self.spec.stage, facts, self.limits.max_concurrency, time.monotonic() - started,
                  self.weights_dir)
+        self.ready.set()  # after the log line: whoever sees /ready 200 can find it in the log
 
     def load_in_background(self, on_ready: Callable[[], None] | None = None,
                            on_failure: Callable[[str], None] | None = None) -> threading.Thread:

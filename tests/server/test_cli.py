@@ -75,8 +75,11 @@ def test_serve_logs_registration_then_drains_in_flight_on_sigterm(engines_with_t
                 pass
             assert time.monotonic() < deadline, "".join(lines)
             time.sleep(0.2)
-        log = "".join(lines)
-        assert "engine_registered engine_id=whisper-tiny-en stage=transcribe device=cpu compute_type=int8" in log
+        expected = "engine_registered engine_id=whisper-tiny-en stage=transcribe device=cpu compute_type=int8"
+        deadline = time.monotonic() + 10  # the reader thread may lag the process by a moment
+        while expected not in "".join(lines):
+            assert time.monotonic() < deadline, "".join(lines)
+            time.sleep(0.05)
 
         result: dict[str, httpx.Response] = {}
         clip = assets.speech_clip("two_cities").read_bytes()
