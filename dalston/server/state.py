@@ -71,6 +71,10 @@ class ServerState:
         log.info("engine_registered engine_id=%s stage=%s %s max_concurrency=%d load_seconds=%.2f weights_dir=%s",
                  self.spec.id, self.spec.stage, facts, self.limits.max_concurrency, time.monotonic() - started,
                  self.weights_dir)
+        if self.engine.device == "cpu" and not self.spec.hardware.supports_cpu:
+            log.warning("engine_on_cpu engine_id=%s reason=no_gpu_found hardware.supports_cpu=false "
+                        "min_vram_gb=%s recommended_gpu=%s: expect far slower than real time; schedule it on a GPU node",
+                        self.spec.id, self.spec.hardware.min_vram_gb, ",".join(self.spec.hardware.recommended_gpu))
         self.ready.set()  # after the log line: whoever sees /ready 200 can find it in the log
 
     def load_in_background(self, on_ready: Callable[[], None] | None = None,
