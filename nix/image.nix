@@ -28,7 +28,9 @@ let
     echo 'dalston:x:10001:' >> $out/etc/group
   '';
 
-  depsOf = app: [ app.python ] ++ (app.propagatedBuildInputs or [ ]);
+  # The interpreter and the app's locked dependencies (poetry2nix leaves null where a dependency's
+  # markers exclude this Python); their closures hold the transitive ones.
+  depsOf = app: [ app.python ] ++ builtins.filter (d: d != null) (app.propagatedBuildInputs or [ ]);
 
   # Shared by every image of a family: the same derivation, hence the same layer digest.
   depsLayer = family:
