@@ -54,7 +54,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -301,8 +301,46 @@ def measure_latency(systems: list[Any], clips: list[Clip], runs: int) -> dict[st
                                 "text": texts[clip.name][system.name]}
         raw = per["raw"]["median_s"]
         ratios = {f"{s.name}/raw": per[s.name]["median_s"] / raw for s in systems if s.name != "raw"}
-        out[clip.name] = {"audio_seconds": clip.seconds, "systems": per, "ratios": ratios}
+        # same-round pairs: robust to slow drifts in machine load (other jobs on a shared box)
+        paired = {f"{s.name}/raw": statistics.median(x / y for x, y in zip(samples[clip.name][s.name],
+                                                                          samples[clip.name]["raw"], strict=True))
+                  for s in systems if s.name != "raw"}
+        same = len({texts[clip.name][s.name] for s in systems}) == 1
+        out[clip.name] = {"audio_seconds": clip.seconds, "systems": per, "ratios": ratios,
+                          "paired_median_ratios": paired, "texts_identical": same}
     return out
+
+
+class HealthProbe:
+    """GET /health every 0.25 s while a burst runs: does the server still answer while it is busy?
+
+    WHY: a server that runs inference on its event loop (the peer does) cannot answer liveness
+    probes meanwhile, and an orchestrator may then restart a pod that is merely busy.
+    """
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.latencies: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Self:
+        if self.url:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self.url:
+            self._thread.join()
+
+    def _run(self) -> None:
+        with httpx.Client(timeout=600) as client:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                client.get(f"{self.url}/health")
+                self.latencies.append(time.perf_counter() - started)
+                self._stop.wait(0.25)
 
 
 def burst(system: Any, clip: Clip, clients: int, requests: int) -> dict[str, float]:
@@ -315,12 +353,16 @@ def burst(system: Any, clip: Clip, clients: int, requests: int) -> dict[str, flo
         with lock:
             latencies.append(seconds)
 
-    started = time.perf_counter()
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(one, range(requests)))
-    wall = time.perf_counter() - started
-    return {"requests": requests, "wall_s": wall, "latency_p50_s": statistics.median(latencies),
-            "latency_max_s": max(latencies)}
+    with HealthProbe(getattr(system, "url", None)) as probe:
+        started = time.perf_counter()
+        with ThreadPoolExecutor(clients) as pool:
+            list(pool.map(one, range(requests)))
+        wall = time.perf_counter() - started
+    out = {"requests": requests, "wall_s": wall, "latency_p50_s": statistics.median(latencies),
+           "latency_max_s": max(latencies)}
+    if probe.latencies:
+        out["health_p50_s"], out["health_max_s"] = statistics.median(probe.latencies), max(probe.latencies)
+    return out
 
 
 def measure_throughput(systems: list[Any], clip: Clip, levels: list[int], requests: Callable[[int], int],
@@ -340,6 +382,9 @@ def measure_throughput(systems: list[Any], clip: Clip, levels: list[int], reques
                            "audio_s_per_s": n * clip.seconds / wall,
                            "latency_p50_s": statistics.median(r["latency_p50_s"] for r in rs),
                            "latency_max_s": max(r["latency_max_s"] for r in rs)}
+            if all("health_max_s" in r for r in rs):
+                level[name]["health_p50_s"] = statistics.median(r["health_p50_s"] for r in rs)
+                level[name]["health_max_s"] = max(r["health_max_s"] for r in rs)
         if "peer" in level:
             level["dalston/peer"] = level["dalston"]["requests_per_s"] / level["peer"]["requests_per_s"]
         out[str(clients)] = level
@@ -387,25 +432,28 @@ def print_tables(result: dict[str, Any]) -> None:
     lat, targets = result["latency"], result["targets"]
     print(f"\nsingle-request latency, warm, median of {result['config']['latency_runs']} "
           f"({result['variant']}, {result['machine']['cores']} cores)")
-    print(f"{'clip':<11}{'audio s':>8}{'raw s':>9}{'dalston s':>11}{'peer s':>9}{'dalston/raw':>13}{'peer/raw':>10}"
-          f"{'WER raw/dal/peer':>20}")
+    print(f"{'clip':<11}{'audio s':>8}{'raw s':>9}{'dalston s':>11}{'peer s':>9}{'dalston/raw':>13}{'paired':>8}"
+          f"{'peer/raw':>10}{'WER raw/dal/peer':>20}{'same text':>11}")
     for clip, row in lat.items():
         s = row["systems"]
         peer = s.get("peer", {})
         wers = "/".join(f"{s[n]['wer']:.3f}" if n in s else "-" for n in ("raw", "dalston", "peer"))
         print(f"{clip:<11}{row['audio_seconds']:>8.1f}{s['raw']['median_s']:>9.3f}{s['dalston']['median_s']:>11.3f}"
               f"{peer.get('median_s', float('nan')):>9.3f}{row['ratios']['dalston/raw']:>13.3f}"
-              f"{row['ratios'].get('peer/raw', float('nan')):>10.3f}{wers:>20}")
+              f"{row['paired_median_ratios']['dalston/raw']:>8.3f}"
+              f"{row['ratios'].get('peer/raw', float('nan')):>10.3f}{wers:>20}{row['texts_identical']!s:>11}")
     print(f"target dalston/raw <= {targets['latency_ratio_max']}")
     for clip, levels in result["throughput"].items():
         print(f"\nthroughput, {clip} ({lat.get(clip, {}).get('audio_seconds', 0):.1f} s audio), closed-loop clients")
         names = [n for n in ("raw", "dalston", "peer") if n in next(iter(levels.values()))]
+        probed = [n for n in names if n != "raw"]
         print(f"{'clients':>7}" + "".join(f"{n + ' req/s':>14}{n + ' aud s/s':>15}" for n in names)
-              + f"{'dalston/peer':>14}")
+              + f"{'dalston/peer':>14}" + "".join(f"{n + ' /health max s':>22}" for n in probed))
         for clients, level in levels.items():
             print(f"{clients:>7}" + "".join(f"{level[n]['requests_per_s']:>14.3f}{level[n]['audio_s_per_s']:>15.2f}"
                                             for n in names)
-                  + (f"{level['dalston/peer']:>14.2f}" if "dalston/peer" in level else f"{'-':>14}"))
+                  + (f"{level['dalston/peer']:>14.2f}" if "dalston/peer" in level else f"{'-':>14}")
+                  + "".join(f"{level[n].get('health_max_s', float('nan')):>22.3f}" for n in probed))
     print(f"target dalston/peer at 4 clients >= {targets['throughput_ratio_at_4_min']}")
 
 
