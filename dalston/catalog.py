@@ -107,6 +107,16 @@ def parse_spec(text: str, source: str, *, allow_unpinned: bool = False) -> tuple
     return spec, loaded
 
 
+def read_spec(path: Path, *, allow_unpinned: bool = False) -> tuple[EngineSpec, LoadedYaml]:
+    """Parse one variant file; every failure (including non-UTF-8 bytes) is a `SpecInvalid`."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecInvalid([Problem(shown, 1, "", f"not UTF-8 text ({exc.reason})")]) from None
+    return parse_spec(text, shown, allow_unpinned=allow_unpinned)
+
+
 @dataclass(frozen=True)
 class CatalogEntry:
     """A validated variant and where it lives: `engines/<stage>/<family>/...`."""
@@ -170,12 +180,9 @@ class Catalog:
         for path in discover(root):
             shown = display_path(path)
             try:
-                spec, loaded = parse_spec(path.read_text(encoding="utf-8"), shown, allow_unpinned=allow_unpinned)
+                spec, loaded = read_spec(path, allow_unpinned=allow_unpinned)
             except SpecInvalid as exc:
                 problems.extend(exc.problems)
-                continue
-            except UnicodeDecodeError as exc:
-                problems.append(Problem(shown, 1, "", f"not UTF-8 text ({exc.reason})"))
                 continue
             where = _location_problems(path, root, spec, loaded)
             if spec.id in engines:

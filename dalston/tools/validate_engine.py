@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from dalston.catalog import Catalog, Problem, SpecInvalid, _location_problems, default_root, display_path, parse_spec
+from dalston.catalog import Catalog, Problem, SpecInvalid, _location_problems, default_root, display_path, read_spec
 from dalston.spec import EngineSpec
 
 
@@ -46,12 +46,9 @@ def validate_files(paths: list[Path], *, allow_unpinned: bool = False) -> tuple[
             problems.append(Problem(shown, 0, "", "no such file"))
             continue
         try:
-            spec, loaded = parse_spec(path.read_text(encoding="utf-8"), shown, allow_unpinned=allow_unpinned)
+            spec, loaded = read_spec(path, allow_unpinned=allow_unpinned)
         except SpecInvalid as exc:
             problems.extend(exc.problems)
-            continue
-        except UnicodeDecodeError as exc:
-            problems.append(Problem(shown, 1, "", f"not UTF-8 text ({exc.reason})"))
             continue
         root = _engines_root_of(path)
         found = _location_problems(path.resolve(), root, spec, loaded) if root else []
