@@ -367,11 +367,14 @@ def burst(system: Any, clip: Clip, clients: int, requests: int) -> dict[str, flo
 
 def measure_throughput(systems: list[Any], clip: Clip, levels: list[int], requests: Callable[[int], int],
                        reps: int) -> dict[str, Any]:
-    """Per level, the systems alternate: A B at even levels, B A at odd; with reps=2 each level runs A B B A."""
+    """Per level the systems alternate: rep k runs them forward for even k, backward for odd (A B, B A, ...).
+
+    Levels also start alternately with A and B, so with reps=2 a level runs A B B A or B A A B.
+    """
     out: dict[str, Any] = {}
     for i, clients in enumerate(levels):
         order = systems if i % 2 == 0 else systems[::-1]
-        schedule = order + order[::-1] if reps == 2 else order * reps
+        schedule = [s for k in range(reps) for s in (order if k % 2 == 0 else order[::-1])]
         runs: dict[str, list[dict[str, float]]] = {s.name: [] for s in systems}
         for system in schedule:
             runs[system.name].append(burst(system, clip, clients, requests(clients)))
@@ -478,6 +481,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--throughput-clips", default=None, help="default beckett quick / all clips full")
     parser.add_argument("--raw-throughput", action=argparse.BooleanOptionalAction, default=None,
                         help="also measure raw in-process throughput (the ceiling); default on in full mode")
+    parser.add_argument("--reps", type=int, default=None, help="bursts per system and level (default 1 quick / 2 full)")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "peer-venv")
     parser.add_argument("--no-peer", action="store_true")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "server.json")
@@ -493,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
         tp_names = {"beckett"} if quick else {c.name for c in clips}
     tp_clips = [c for c in clips if c.name in tp_names]
     raw_tp = (not quick) if args.raw_throughput is None else args.raw_throughput
-    reps = 1 if quick else 2
+    reps = args.reps or (1 if quick else 2)
     requests: Callable[[int], int] = (lambda c: max(4, c)) if quick else (lambda c: max(6, 2 * c))
     language = args.language or None
 
