@@ -1,0 +1,179 @@
+"""NeMo ASR loading, decoder selection and result mapping, shared by the parakeet and parakeet-streaming families.
+
+Both families restore the variant's pinned `.nemo` file the same way and pick the decoder head the
+variant names (`runtime.decoder`: tdt | rnnt | ctc). A checkpoint that lacks that head is a load error
+naming the file and what it does have, never a silent fallback: the variant file is the source of
+truth, and a TDT variant quietly served by a CTC head would be a different product.
+
+NeMo and torch are imported inside functions: this module is importable without the `nemo` extra
+(the catalog, CLI and Whisper images never pay for torch).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from dalston.engine_sdk.types import Segment, Word
+from dalston.spec import EngineSpec
+
+log = logging.getLogger("dalston.nemo")
+
+#: Split a transcript into segments at sentence ends, at pauses, and before segments get too long for
+#: a subtitle line; NeMo's own segments only split at punctuation, which lower-case models never emit.
+SEGMENT_MAX_SECONDS = 15.0
+SEGMENT_MAX_WORDS = 40
+SEGMENT_GAP_SECONDS = 1.0
+_SENTENCE_END = re.compile(r"[.?!]['\"”’)]*$")
+
+
+class NemoLoadError(RuntimeError):
+    """The variant's `.nemo` file is missing or does not have what the variant says it has."""
+
+
+def torch_device() -> str:
+    """'cuda' when torch sees a GPU, else 'cpu'."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def quiet_nemo() -> None:
+    """NeMo logs every config key at INFO on restore; keep warnings only (our own key=value lines stay)."""
+    from nemo.utils import logging as nemo_logging
+
+    nemo_logging.setLevel(logging.WARNING)
+
+
+def load_asr_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str]:
+    """Restore `weights_dir / runtime.model_file` on the GPU when present, else CPU; eval mode, frozen.
+
+    `map_location` puts the weights straight on the target device (no CPU copy of a 2 GB model first).
+    """
+    runtime = spec.runtime
+    path = Path(weights_dir) / runtime.model_file
+    if not path.is_file():
+        raise NemoLoadError(f"{path}: the {spec.id} weight file is missing (runtime.model_file: {runtime.model_file}); "
+                            f"run `dalston models pull {spec.id}` or point --model-dir at the directory holding it")
+    import torch
+
+    quiet_nemo()
+    from nemo.collections.asr.models import ASRModel
+
+    device = torch_device()
+    if device == "cpu" and spec.container.gpu == "required":
+        log.warning("nemo_cpu_fallback engine_id=%s reason=no_cuda_device note='container.gpu is required; "
+                    "expect real-time factors far above performance.rtf_gpu'", spec.id)
+    try:
+        model = ASRModel.restore_from(str(path), map_location=torch.device(device))
+    except Exception as exc:
+        raise NemoLoadError(f"{path}: NeMo could not restore this file ({type(exc).__name__}: {exc})") from exc
+    model.eval()
+    model.freeze()
+    return model, device
+
+
+def decoder_heads(model: Any) -> set[str]:
+    """The decoder kinds a restored checkpoint can run: subset of {'tdt', 'rnnt', 'ctc'}.
+
+    A transducer head is TDT when its decoding/loss config says so (durations predicted by the
+    joint), else plain RNNT; hybrid RNNT-CTC checkpoints also have a CTC head.
+    """
+    from nemo.collections.asr.models import (
+        EncDecCTCModel,
+        EncDecHybridRNNTCTCModel,
+        EncDecRNNTModel,
+    )
+
+    heads: set[str] = set()
+    if isinstance(model, EncDecRNNTModel):
+        cfg = model.cfg
+        model_type = str((cfg.get("decoding") or {}).get("model_type", "") or "")
+        loss_name = str((cfg.get("loss") or {}).get("loss_name", "") or "")
+        heads.add("tdt" if model_type == "tdt" or loss_name.startswith("tdt") else "rnnt")
+        if isinstance(model, EncDecHybridRNNTCTCModel):
+            heads.add("ctc")
+    elif isinstance(model, EncDecCTCModel):
+        heads.add("ctc")
+    return heads
+
+
+def select_decoder(model: Any, decoder: str, *, model_file: str, timestamps: bool = True) -> None:
+    """Switch the model to greedy decoding on the `decoder` head, with timestamps computed.
+
+    Greedy batched decoding is what NVIDIA reports Parakeet WERs with and the fastest on CPU and GPU.
+    """
+    from omegaconf import open_dict
+
+    heads = decoder_heads(model)
+    if decoder not in heads:
+        raise NemoLoadError(f"{model_file}: runtime.decoder is '{decoder}' but this checkpoint "
+                            f"({type(model).__name__}) has only: {', '.join(sorted(heads)) or 'no ASR decoder'}")
+    hybrid = "ctc" in heads and len(heads) > 1
+    if decoder == "ctc":
+        cfg = model.cfg.aux_ctc.decoding if hybrid else model.cfg.decoding
+    else:
+        cfg = model.cfg.decoding
+    with open_dict(cfg):
+        cfg.strategy = "greedy_batch"
+        cfg.compute_timestamps = timestamps
+    if hybrid:
+        model.change_decoding_strategy(decoding_cfg=cfg, decoder_type="rnnt" if decoder != "ctc" else "ctc",
+                                       verbose=False)
+    else:
+        model.change_decoding_strategy(cfg, verbose=False)
+
+
+def _seconds(value: Any) -> float:
+    return round(float(value), 3)
+
+
+def hypothesis_words(hypothesis: Any, *, offset: float = 0.0, duration: float | None = None) -> list[Word]:
+    """Word timestamps NeMo computed (`timestamp['word']`, in seconds), clamped into [0, duration]."""
+    stamps = getattr(hypothesis, "timestamp", None) or {}
+    words: list[Word] = []
+    for item in stamps.get("word", ()) if isinstance(stamps, dict) else ():
+        text = str(item.get("word", "")).strip()
+        if not text:
+            continue
+        start, end = float(item.get("start", 0.0)), float(item.get("end", 0.0))
+        if duration is not None:
+            start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
+        start = max(start, words[-1].start if words else 0.0)  # NeMo never goes back; guard rounding
+        words.append(Word(_seconds(start + offset), _seconds(max(end, start) + offset), text))
+    return words
+
+
+def hypothesis_text(hypothesis: Any) -> str:
+    text = getattr(hypothesis, "text", hypothesis)
+    return re.sub(r"\s+", " ", text if isinstance(text, str) else "").strip()
+
+
+def segments_from_words(words: Sequence[Word]) -> tuple[Segment, ...]:
+    """Group words into segments at sentence ends, pauses >= SEGMENT_GAP_SECONDS, and length limits."""
+    segments: list[Segment] = []
+    current: list[Word] = []
+
+    def close() -> None:
+        if current:
+            segments.append(Segment(len(segments), current[0].start, current[-1].end,
+                                    " ".join(w.word for w in current), words=tuple(current)))
+            current.clear()
+
+    for word in words:
+        if current and (word.start - current[-1].end >= SEGMENT_GAP_SECONDS
+                        or word.end - current[0].start > SEGMENT_MAX_SECONDS
+                        or len(current) >= SEGMENT_MAX_WORDS):
+            close()
+        current.append(word)
+        if _SENTENCE_END.search(word.word):
+            close()
+    close()
+    return tuple(segments)
+
+
+def join_words(words: Iterable[Word]) -> str:
+    return " ".join(w.word for w in words).strip()

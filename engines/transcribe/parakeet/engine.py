@@ -1,0 +1,149 @@
+"""parakeet family: NVIDIA FastConformer checkpoints (TDT, RNNT or CTC heads) run by NeMo.
+
+Everything size-specific comes from the variant's `runtime` (a `NemoRuntime`): the `.nemo` file,
+the decoder head, the batch size, and when to switch to local attention. Concurrent requests meet
+in a micro-batcher (`dalston.runtimes.batching`): requests that arrive within a few milliseconds
+are transcribed in ONE padded model call of up to `runtime.batch_size` files, and the batcher's
+single dispatcher thread is the only one that touches the model.
+
+Long audio: full self-attention is quadratic in length, so beyond
+`runtime.local_attention_above_seconds` a request is decoded on its own with the encoder switched
+to `rel_pos_local_attn` (window `runtime.local_attention_context`) and conv-subsampling chunking,
+which is how NVIDIA runs Parakeet on hours of audio; the model is switched back afterwards.
+
+Word timestamps come from the decoder (TDT durations / RNNT emission frames / CTC spikes), and
+segments are cut from the words at sentence ends and pauses (see `dalston.runtimes.nemo`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dalston.engine_sdk import (
+    SAMPLE_RATE,
+    Engine,
+    TranscribeOptions,
+    Transcript,
+    UnsupportedOption,
+)
+from dalston.runtimes import nemo as nemo_rt
+from dalston.runtimes.batching import MicroBatcher
+
+log = logging.getLogger("dalston.engines.parakeet")
+
+#: Shorter than one encoder frame after 8x subsampling of 10 ms features: nothing to decode.
+_MIN_SAMPLES = SAMPLE_RATE // 10
+
+
+@dataclass(frozen=True)
+class _Request:
+    audio: np.ndarray
+    language: str | None
+
+
+class ParakeetEngine(Engine):
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.model: Any = None
+        self.batcher: MicroBatcher[_Request, Transcript] | None = None
+        self.decoder = spec.runtime.decoder
+        self.long_audio_calls = 0  # requests decoded with local attention (observable by tests and logs)
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self, weights_dir: Path) -> None:
+        runtime = self.spec.runtime
+        self.model, self.device = nemo_rt.load_asr_model(self.spec, weights_dir)
+        nemo_rt.select_decoder(self.model, runtime.decoder, model_file=runtime.model_file)
+        self.compute_type = "float32"
+        self.batcher = MicroBatcher(self._transcribe_batch, max_batch=runtime.batch_size,
+                                    name=f"batcher-{self.spec.id}")
+
+    def describe(self) -> dict[str, str]:
+        runtime = self.spec.runtime
+        facts = {**super().describe(), "decoder": self.decoder, "batch_size": str(runtime.batch_size)}
+        if runtime.local_attention_above_seconds:
+            facts["local_attention_above_s"] = f"{runtime.local_attention_above_seconds:g}"
+        return facts
+
+    # ------------------------------------------------------------------ requests
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        if options.task == "translate":
+            raise UnsupportedOption("task", f"{self.spec.id} transcribes only; translation is not supported "
+                                            "(capabilities.translation: false)")
+        if options.language is not None and options.language not in self.spec.capabilities.languages:
+            raise UnsupportedOption("language", f"{self.spec.id} supports language(s) "
+                                                f"{', '.join(self.spec.capabilities.languages)}, not '{options.language}'")
+        audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        if len(audio) < _MIN_SAMPLES:
+            return Transcript("", self._language(options.language), len(audio) / SAMPLE_RATE, ())
+        assert self.batcher is not None, "load() first"
+        return self.batcher.submit(_Request(audio, options.language))
+
+    def _language(self, requested: str | None) -> str:
+        return requested or self.spec.capabilities.languages[0]
+
+    def _is_long(self, audio: np.ndarray) -> bool:
+        limit = self.spec.runtime.local_attention_above_seconds
+        return limit is not None and len(audio) / SAMPLE_RATE > limit
+
+    # ------------------------------------------------------------------ the dispatcher thread only
+    def _transcribe_batch(self, requests: Sequence[_Request]) -> list[Transcript]:
+        """One model call for the short requests together, one call each for the long ones."""
+        results: dict[int, Transcript] = {}
+        short = [i for i, r in enumerate(requests) if not self._is_long(r.audio)]
+        if short:
+            started = time.monotonic()
+            hyps = self._decode([requests[i].audio for i in short])
+            for i, hyp in zip(short, hyps):
+                results[i] = self._to_transcript(hyp, requests[i])
+            log.debug("parakeet_batch size=%d seconds=%.3f", len(short), time.monotonic() - started)
+        for i, request in enumerate(requests):
+            if i not in results:
+                results[i] = self._to_transcript(self._decode_long(request.audio), request)
+        return [results[i] for i in range(len(requests))]
+
+    def _decode(self, audios: list[np.ndarray]) -> list[Any]:
+        import torch
+
+        with torch.inference_mode():
+            out = self.model.transcribe(audios, batch_size=len(audios), return_hypotheses=True,
+                                        timestamps=True, verbose=False)
+        if isinstance(out, tuple):  # some model classes return (best, all_hypotheses)
+            out = out[0]
+        return list(out)
+
+    def _decode_long(self, audio: np.ndarray) -> Any:
+        """Local attention for one long file, then back to the checkpoint's own attention."""
+        runtime = self.spec.runtime
+        encoder_cfg = self.model.cfg.encoder
+        original = (str(encoder_cfg.get("self_attention_model", "rel_pos")),
+                    list(encoder_cfg.get("att_context_size", [-1, -1])),
+                    int(encoder_cfg.get("subsampling_conv_chunking_factor", 1)))
+        context = list(runtime.local_attention_context or [256, 256])
+        log.info("parakeet_long_audio engine_id=%s seconds=%.1f mode=local_attention context=%s",
+                 self.spec.id, len(audio) / SAMPLE_RATE, context)
+        self.model.change_attention_model("rel_pos_local_attn", context, update_config=False)
+        self.model.change_subsampling_conv_chunking_factor(1, update_config=False)
+        try:
+            self.long_audio_calls += 1
+            return self._decode([audio])[0]
+        finally:
+            self.model.change_attention_model(original[0], original[1], update_config=False)
+            self.model.change_subsampling_conv_chunking_factor(original[2], update_config=False)
+
+    def _to_transcript(self, hyp: Any, request: _Request) -> Transcript:
+        duration = len(request.audio) / SAMPLE_RATE
+        words = nemo_rt.hypothesis_words(hyp, duration=duration)
+        segments = nemo_rt.segments_from_words(words)
+        text = nemo_rt.hypothesis_text(hyp) or nemo_rt.join_words(words)
+        return Transcript(text, self._language(request.language), duration, segments)
+
+
+ENGINE = ParakeetEngine
