@@ -1,0 +1,391 @@
+"""parakeet-streaming family: NeMo FastConformer checkpoints served as realtime sessions.
+
+Two modes, chosen by the variant's `runtime.streaming.mode`:
+
+* `cache-aware` (e.g. nemotron-speech-streaming): the encoder was trained with limited, chunked
+  attention and causal convolutions, so a stream can be encoded chunk by chunk with per-session
+  caches (`cache_last_channel`, `cache_last_time`, `cache_last_channel_len`) and the transducer
+  decoder continues from the session's previous hypothesis: every audio frame is encoded once and
+  no emitted word is ever revised. Chunk size and look-ahead follow from
+  `runtime.streaming.att_context_size` ([left, right] encoder frames), which must be one the
+  checkpoint was trained with. Features are computed incrementally and match the offline ones.
+* `buffered` (offline checkpoints such as parakeet-rnnt-1.1b): audio is cut into
+  `chunk_seconds` chunks; each chunk is decoded inside a window of `context_seconds` in total
+  (equal left and right context, as NeMo's buffered inference scripts do), and the words whose
+  start falls inside the chunk are committed. Latency is one chunk plus the right context.
+
+Both feed stable words into `dalston.streaming.utterances.UtterancePolicy`, which adds energy-VAD
+speech start/end and emits partials and finals in stream-time order. Sessions share the loaded
+model and nothing else; model calls from concurrent sessions are serialised by one lock (a NeMo
+model object is not safe for concurrent forward passes: decoding objects keep scratch state).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from dalston.engine_sdk import (
+    SAMPLE_RATE,
+    StreamEvent,
+    StreamingEngine,
+    StreamingSession,
+    TranscribeOptions,
+    Transcript,
+    UnsupportedOption,
+    Word,
+)
+from dalston.runtimes import nemo as nemo_rt
+from dalston.streaming.features import IncrementalFeatures, streaming_preprocessor
+from dalston.streaming.utterances import UtterancePolicy
+
+log = logging.getLogger("dalston.engines.parakeet_streaming")
+
+_WORD_START = "\u2581"  # sentencepiece marks the first piece of every word with this
+
+
+class ParakeetStreamingEngine(StreamingEngine):
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.model: Any = None
+        self.preprocessor: Any = None
+        self.lock = threading.Lock()
+        streaming = spec.runtime.streaming
+        self.mode = streaming.mode if streaming is not None else None
+        self.frame_seconds = 0.0  # seconds per encoder output frame
+        self.feature_seconds = 0.0  # seconds per feature frame
+        self.subsampling = 8
+        self._timestamps = True  # decoding config state; only changed under `lock`
+
+    # ------------------------------------------------------------------ lifecycle
+    def load(self, weights_dir: Path) -> None:
+        runtime = self.spec.runtime
+        if self.mode is None:
+            raise nemo_rt.NemoLoadError(f"{self.spec.id}: runtime.streaming is missing; the parakeet-streaming family "
+                                        "needs mode: cache-aware (att_context_size) or buffered (chunk/context seconds)")
+        self.model, self.device = nemo_rt.load_asr_model(self.spec, weights_dir)
+        nemo_rt.select_decoder(self.model, runtime.decoder, model_file=runtime.model_file)
+        self.compute_type = "float32"
+        self.feature_seconds = float(self.model.cfg.preprocessor.window_stride)
+        self.subsampling = int(getattr(self.model.encoder, "subsampling_factor", 8))
+        self.frame_seconds = self.feature_seconds * self.subsampling
+        if self.mode == "cache-aware":
+            self._setup_cache_aware()
+
+    def _setup_cache_aware(self) -> None:
+        from nemo.collections.asr.parts.mixins.streaming import StreamingEncoder
+
+        runtime = self.spec.runtime
+        encoder = self.model.encoder
+        if runtime.decoder == "ctc":
+            raise nemo_rt.NemoLoadError(f"{runtime.model_file}: cache-aware streaming here decodes with a transducer "
+                                        "head (runtime.decoder rnnt or tdt); use mode: buffered for CTC")
+        if not isinstance(encoder, StreamingEncoder) or getattr(encoder, "att_context_style", "") not in (
+                "chunked_limited", "chunked_limited_with_rc"):
+            raise nemo_rt.NemoLoadError(f"{runtime.model_file}: not a cache-aware checkpoint (encoder "
+                                        f"{type(encoder).__name__}, att_context_style "
+                                        f"{getattr(encoder, 'att_context_style', None)!r}); use mode: buffered")
+        wanted = list(runtime.streaming.att_context_size)
+        supported = [list(c) for c in getattr(encoder, "att_context_size_all", [encoder.att_context_size])]
+        if wanted not in supported:
+            raise nemo_rt.NemoLoadError(f"{runtime.model_file}: runtime.streaming.att_context_size {wanted} is not one "
+                                        f"this checkpoint was trained with: {supported}")
+        encoder.set_default_att_context_size(wanted)
+        try:
+            self.preprocessor = streaming_preprocessor(self.model)
+        except ValueError as exc:
+            raise nemo_rt.NemoLoadError(f"{runtime.model_file}: {exc}") from None
+        cfg = encoder.streaming_cfg
+        log.info("parakeet_streaming_setup engine_id=%s mode=cache-aware att_context_size=%s chunk_frames=%s "
+                 "shift_frames=%s pre_encode_cache=%s", self.spec.id, wanted, cfg.chunk_size, cfg.shift_size,
+                 cfg.pre_encode_cache_size)
+
+    def describe(self) -> dict[str, str]:
+        facts = {**super().describe(), "decoder": self.spec.runtime.decoder, "streaming": str(self.mode)}
+        if self.mode == "cache-aware":
+            facts["att_context_size"] = "x".join(str(v) for v in self.spec.runtime.streaming.att_context_size)
+        return facts
+
+    # ------------------------------------------------------------------ batch (same weights, whole file)
+    def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
+        if options.task == "translate":
+            raise UnsupportedOption("task", f"{self.spec.id} transcribes only; translation is not supported")
+        duration = len(audio) / SAMPLE_RATE
+        words = self.decode_window(np.asarray(audio, dtype=np.float32))
+        segments = nemo_rt.segments_from_words(words)
+        return Transcript(nemo_rt.join_words(words), options.language or self.spec.capabilities.languages[0],
+                          duration, segments)
+
+    def decode_window(self, audio: np.ndarray) -> list[Word]:
+        """Offline decode of one piece of audio with word timestamps (seconds from its start)."""
+        import torch
+
+        if len(audio) < SAMPLE_RATE // 10:
+            return []
+        with self.lock, torch.inference_mode():
+            self.set_timestamps(True)
+            out = self.model.transcribe([audio], batch_size=1, return_hypotheses=True, timestamps=True, verbose=False)
+        hyp = (out[0] if isinstance(out, tuple) else out)[0]
+        return nemo_rt.hypothesis_words(hyp, duration=len(audio) / SAMPLE_RATE)
+
+    def set_timestamps(self, enabled: bool) -> None:
+        """Offline decodes need NeMo's timestamp post-processing; cache-aware steps must not have it.
+
+        WHY: with `compute_timestamps` on, NeMo turns each hypothesis' frame list into a dict, and the
+        next streaming step's `merge_` of the continuation into the previous hypothesis then fails.
+        Cache-aware sessions take frame indices from the raw hypotheses instead. Call under `lock`.
+        """
+        if self._timestamps != enabled:
+            nemo_rt.select_decoder(self.model, self.spec.runtime.decoder, model_file=self.spec.runtime.model_file,
+                                   timestamps=enabled)
+            self._timestamps = enabled
+
+    # ------------------------------------------------------------------ realtime
+    def open_session(self, language: str | None = None) -> StreamingSession:
+        if language is not None and language not in self.spec.capabilities.languages:
+            raise UnsupportedOption("language", f"{self.spec.id} supports {', '.join(self.spec.capabilities.languages)}, "
+                                                f"not '{language}'")
+        if self.mode == "cache-aware":
+            return CacheAwareSession(self)
+        return BufferedSession(self)
+
+
+class _WordBuilder:
+    """Sub-word tokens with their times -> words (a piece starting with '▁' opens a new word)."""
+
+    def __init__(self, tokenizer: Any, frame_seconds: float) -> None:
+        self.tokenizer = tokenizer
+        self.frame_seconds = frame_seconds
+        self.done: list[Word] = []
+        self.first_index = 0  # word number of done[0]
+        self._ids: list[int] = []
+        self._frames: list[int] = []
+
+    def add(self, token_ids: list[int], frames: list[int]) -> None:
+        pieces = self.tokenizer.ids_to_tokens(token_ids) if token_ids else []
+        for token, piece, frame in zip(token_ids, pieces, frames):
+            if piece.startswith(_WORD_START) and self._ids:
+                self._close()
+            self._ids.append(token)
+            self._frames.append(frame)
+
+    def _close(self) -> None:
+        text = self.tokenizer.ids_to_text(self._ids).strip()
+        if text:
+            start = self._frames[0] * self.frame_seconds
+            end = (self._frames[-1] + 1) * self.frame_seconds
+            self.done.append(Word(round(start, 3), round(end, 3), text))
+        self._ids, self._frames = [], []
+
+    def words(self) -> list[Word]:
+        """Complete words, then the open one (if any) last."""
+        if not self._ids:
+            return list(self.done)
+        text = self.tokenizer.ids_to_text(self._ids).strip()
+        open_word = Word(round(self._frames[0] * self.frame_seconds, 3),
+                         round((self._frames[-1] + 1) * self.frame_seconds, 3), text)
+        return [*self.done, open_word] if text else list(self.done)
+
+    def has_open(self) -> bool:
+        return bool(self._ids) and bool(self.tokenizer.ids_to_text(self._ids).strip())
+
+    def forget_before(self, index: int) -> None:
+        drop = max(0, min(index - self.first_index, len(self.done)))
+        del self.done[:drop]
+        self.first_index += drop
+
+
+class CacheAwareSession(StreamingSession):
+    """One stream through a cache-aware encoder: its own feature buffer, encoder caches and hypothesis."""
+
+    def __init__(self, engine: ParakeetStreamingEngine) -> None:
+        import torch
+
+        self.engine = engine
+        model = engine.model
+        self.cfg = model.encoder.streaming_cfg
+        self.features = IncrementalFeatures(engine.preprocessor)
+        self.policy = UtterancePolicy(sample_rate=SAMPLE_RATE)
+        self.words = _WordBuilder(model.tokenizer, engine.frame_seconds)
+        n_mels = int(model.encoder._feat_in)
+        self._feats = torch.zeros((1, n_mels, 0))  # feature frames from _feat_offset on (cache + unconsumed)
+        self._feat_offset = 0
+        self._available = 0  # feature frames received in total
+        self._buffer_idx = 0  # global feature frame where the next chunk starts
+        self._step = 0
+        with engine.lock:
+            self._cache = model.encoder.get_initial_cache_state(batch_size=1)
+        self._hyp: Any = None
+        self._pred_out: Any = None
+        self._emitted = 0  # tokens of the hypothesis already turned into words
+        sampling = getattr(model.encoder.pre_encode, "get_sampling_frames", lambda: None)()
+        self._sampling = sampling
+        self.steps = 0
+
+    @staticmethod
+    def _pick(value: Any, first: bool) -> int:
+        if isinstance(value, (list, tuple)):
+            return int(value[0] if first else value[1])
+        return int(value)
+
+    # ------------------------------------------------------------------ protocol
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self.policy.audio(audio)
+        self._add_features(self.features.push(audio))
+        while self._available - self._buffer_idx >= self._pick(self.cfg.chunk_size, self._step == 0):
+            self._run_chunk(last=False)
+        return self._events(last_open=True)
+
+    def finish(self) -> list[StreamEvent]:
+        self._add_features(self.features.flush())
+        while self._buffer_idx < self._available:
+            remaining = self._available - self._buffer_idx
+            if self._sampling is not None and remaining < self._pick(self._sampling, self._step == 0):
+                break  # too short to produce an encoder frame (NeMo's buffer stops here too)
+            self._run_chunk(last=remaining <= self._pick(self.cfg.chunk_size, self._step == 0))
+        events = self._events(last_open=False)
+        return events + self.policy.finish()
+
+    # ------------------------------------------------------------------ internals
+    def _add_features(self, feats: np.ndarray) -> None:
+        import torch
+
+        if feats.shape[1]:
+            self._feats = torch.cat([self._feats, torch.from_numpy(feats)[None]], dim=2)
+            self._available += feats.shape[1]
+
+    def _run_chunk(self, *, last: bool) -> None:
+        """One conformer_stream_step, exactly as NeMo's CacheAwareStreamingAudioBuffer would feed it."""
+        import torch
+
+        first = self._step == 0
+        chunk_size = self._pick(self.cfg.chunk_size, first)
+        shift = self._pick(self.cfg.shift_size, first)
+        start = self._buffer_idx - self._feat_offset
+        chunk = self._feats[:, :, start:start + chunk_size]
+        cache_frames = self._pick(self.cfg.pre_encode_cache_size, first)
+        if first:
+            cache = torch.zeros((1, chunk.shape[1], cache_frames))
+        else:
+            cache = self._feats[:, :, max(0, start - cache_frames):start]
+            if cache.shape[2] < cache_frames:
+                cache = torch.cat([torch.zeros((1, chunk.shape[1], cache_frames - cache.shape[2])), cache], dim=2)
+        signal = torch.cat([cache, chunk], dim=2).to(self.engine.model.device)
+        length = torch.tensor([signal.shape[2]], device=signal.device)
+        drop = 0 if first else self.cfg.drop_extra_pre_encoded
+        model = self.engine.model
+        with self.engine.lock, torch.inference_mode():
+            self.engine.set_timestamps(False)
+            (self._pred_out, _, c_channel, c_time, c_len, hyps) = model.conformer_stream_step(
+                processed_signal=signal, processed_signal_length=length,
+                cache_last_channel=self._cache[0], cache_last_time=self._cache[1], cache_last_channel_len=self._cache[2],
+                keep_all_outputs=last, previous_hypotheses=self._hyp, previous_pred_out=self._pred_out,
+                drop_extra_pre_encoded=drop, return_transcription=True)
+        self._cache = (c_channel, c_time, c_len)
+        self._hyp = hyps
+        # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of the
+        # stream (causal 8x subsampling: mel frame 0 -> encoder frame 0)
+        chunk_frame = -(-self._buffer_idx // self.engine.subsampling)
+        self._buffer_idx += shift
+        self._step += 1
+        self.steps += 1
+        self._collect_tokens(hyps[0], chunk_frame)
+        # forget features no future chunk or pre-encode cache can need
+        keep = max(0, self._buffer_idx - self._pick(self.cfg.pre_encode_cache_size, False)) - self._feat_offset
+        if keep > 0:
+            self._feats = self._feats[:, :, keep:]
+            self._feat_offset += keep
+
+    def _collect_tokens(self, hyp: Any, chunk_frame: int) -> None:
+        """New tokens of the running hypothesis, with the stream encoder frame each was emitted at."""
+        sequence = hyp.y_sequence
+        tokens = sequence.tolist() if hasattr(sequence, "tolist") else list(sequence)
+        stamps = hyp.timestamp
+        stamps = stamps.tolist() if hasattr(stamps, "tolist") else list(stamps or [])
+        new = tokens[self._emitted:]
+        if not new:
+            return
+        if len(stamps) == len(tokens):
+            # NeMo's label-looping decoders keep a running `decoded_length` in the decoder state and
+            # give stream-global frames; other greedy decoders number frames within the chunk.
+            base = 0 if hasattr(hyp.dec_state, "decoded_length") else chunk_frame
+            frames = [base + int(f) for f in stamps[self._emitted:]]
+        else:  # no per-token frames: place them at the start of this chunk
+            frames = [chunk_frame] * len(new)
+        self._emitted = len(tokens)
+        self.words.add([int(t) for t in new], frames)
+
+    def _events(self, *, last_open: bool) -> list[StreamEvent]:
+        decoded_until = self._buffer_idx * self.engine.feature_seconds
+        words = self.words.words()
+        events = self.policy.words(words[self.policy.taken - self.words.first_index:] if words else [],
+                                   self.policy.taken, decoded_until, last_open=last_open and self.words.has_open())
+        self.words.forget_before(self.policy.taken)
+        return events
+
+
+class BufferedSession(StreamingSession):
+    """One stream decoded chunk by chunk inside a sliding window of left/right context."""
+
+    def __init__(self, engine: ParakeetStreamingEngine) -> None:
+        streaming = engine.spec.runtime.streaming
+        self.engine = engine
+        self.chunk = round(streaming.chunk_seconds * SAMPLE_RATE)
+        total = max(streaming.context_seconds, streaming.chunk_seconds)
+        self.side = round((total - streaming.chunk_seconds) / 2 * SAMPLE_RATE)
+        self.policy = UtterancePolicy(sample_rate=SAMPLE_RATE)
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._offset = 0  # stream sample index of _audio[0]
+        self._total = 0
+        self._next = 0  # stream sample index where the next chunk starts
+        self._words: list[Word] = []
+        self._first_index = 0
+        self.windows = 0
+
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        self.policy.audio(audio)
+        self._audio = np.concatenate([self._audio, audio])
+        self._total += len(audio)
+        while self._total >= self._next + self.chunk + self.side:
+            self._decode_chunk()
+        return self._events()
+
+    def finish(self) -> list[StreamEvent]:
+        while self._next < self._total:
+            self._decode_chunk()
+        return self._events() + self.policy.finish()
+
+    def _decode_chunk(self) -> None:
+        start, end = self._next, self._next + self.chunk
+        lo, hi = max(0, start - self.side), min(self._total, end + self.side)
+        window = self._audio[lo - self._offset:hi - self._offset]
+        last = end >= self._total
+        offset = lo / SAMPLE_RATE
+        for w in self.engine.decode_window(window):
+            t = w.start + offset
+            if start / SAMPLE_RATE <= t and (t < end / SAMPLE_RATE or last):
+                self._words.append(Word(round(t, 3), round(w.end + offset, 3), w.word, w.probability))
+        self._next = end
+        self.windows += 1
+        keep_from = max(0, self._next - self.side)
+        if keep_from > self._offset:
+            self._audio = self._audio[keep_from - self._offset:]
+            self._offset = keep_from
+
+    def _events(self) -> list[StreamEvent]:
+        decoded_until = min(self._next, self._total) / SAMPLE_RATE
+        taken = self.policy.taken
+        events = self.policy.words(self._words[taken - self._first_index:], taken, decoded_until, last_open=False)
+        drop = self.policy.taken - self._first_index
+        del self._words[:drop]
+        self._first_index += drop
+        return events
+
+
+ENGINE = ParakeetStreamingEngine
