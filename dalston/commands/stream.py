@@ -76,12 +76,11 @@ def load_audio_16k(path: Path) -> np.ndarray:
     """Any audio file -> 16 kHz mono float32 (dalston.audio when installed, else PyAV via faster-whisper)."""
     try:
         from dalston.audio import decode_audio
-
-        return decode_audio(path.read_bytes(), filename=path.name).samples
-    except ImportError:
+    except ImportError:  # an install without the server's audio module: PyAV through faster-whisper
         from faster_whisper.audio import decode_audio as fw_decode
 
         return fw_decode(str(path), sampling_rate=16000)
+    return decode_audio(path).samples
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:

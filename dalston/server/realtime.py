@@ -176,6 +176,9 @@ def _bearer(websocket: WebSocket) -> str | None:
 
 
 def _is_ready(state: Any) -> bool:
+    """Loaded and not draining (SIGTERM): a draining server finishes open sessions but takes no new one."""
+    if getattr(state, "draining", False):
+        return False
     ready = getattr(state, "ready", True)
     if hasattr(ready, "is_set"):
         return bool(ready.is_set())
@@ -223,6 +226,7 @@ class _SessionHandler:
         self.session_id = "rt_" + uuid.uuid4().hex[:16]
         self._send_lock = asyncio.Lock()
         self._closed = False
+        self._holds_slot = False
         self.audio_seconds = 0.0
         self.finals = 0
 
@@ -236,12 +240,24 @@ class _SessionHandler:
             except (WebSocketDisconnect, RuntimeError):
                 self._closed = True
 
+    def release_slot(self) -> None:
+        """Give the session slot back; idempotent.
+
+        WHY before the close frame goes out: a client that has seen its session close may reconnect
+        at once, and must not be refused with 4029 by a slot that is only released afterwards.
+        """
+        if self._holds_slot:
+            self._holds_slot = False
+            self.slots.release()
+
     async def fail(self, code: str, message: str, close_code: int) -> None:
+        self.release_slot()
         log.info("realtime_error session_id=%s code=%s close_code=%d message=%r", self.session_id, code, close_code, message)
         await self.send({"type": "error", "code": code, "message": message})
         await self.close(close_code)
 
     async def close(self, code: int) -> None:
+        self.release_slot()
         if self._closed or self.ws.application_state == WebSocketState.DISCONNECTED:
             self._closed = True
             return
@@ -274,6 +290,7 @@ class _SessionHandler:
                             f"{self.slots.limit} realtime session(s) already open (capabilities.max_concurrency); retry later",
                             CLOSE_TOO_MANY_SESSIONS)
             return
+        self._holds_slot = True
         started = time.monotonic()
         try:
             await self._serve()
@@ -285,7 +302,7 @@ class _SessionHandler:
             log.exception("realtime_internal_error session_id=%s", self.session_id)
             await self.fail("internal_error", f"internal error: {type(exc).__name__}", CLOSE_INTERNAL)
         finally:
-            self.slots.release()
+            self.release_slot()
             log.info("realtime_session_closed session_id=%s model=%s audio_seconds=%.2f finals=%d wall_seconds=%.2f",
                      self.session_id, spec.id, self.audio_seconds, self.finals, time.monotonic() - started)
 
@@ -349,6 +366,7 @@ class _SessionHandler:
             raise
         await queue.put(None)
         await worker
+        self.release_slot()  # decoding is over: the next session may start before this one's goodbye
         await self.send({"type": "session.end", "session_id": self.session_id,
                          "duration": round(self.audio_seconds, 3), "finals": self.finals})
         await self.close(CLOSE_NORMAL)

@@ -1,16 +1,15 @@
-"""Realtime fixtures: the shipped whisper-streaming family on real weights, served over real loopback sockets.
+"""Realtime fixtures: the shipped whisper-streaming family on real weights, served by the real server app.
 
-The server under test is uvicorn running the real `/v1/realtime` route (`dalston.server.realtime`)
-plus the server's `create_app` when it can build one from the state; `/health` must stay answerable
-while sessions decode, so the tests probe it over HTTP.
+Each server under test is `dalston.server.app.create_app` over a real `ServerState` (the same app
+`dalston serve` runs, with `/health`, `/ready` and `/v1/realtime`), under uvicorn on a loopback
+port. The engine is loaded once per test session and shared by the servers of that session: the
+weights are read-only and every realtime session owns its own streaming state, which is exactly
+what the isolation tests check.
 """
 
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,61 +17,63 @@ from typing import Any
 
 import numpy as np
 import pytest
-import uvicorn
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 
-from dalston.catalog import Catalog
+from dalston.catalog import Catalog, CatalogEntry
 from dalston.commands.stream import load_audio_16k
 from dalston.engine_sdk import StreamingEngine, create_engine
 from dalston.models import ModelRegistry
-from dalston.server.realtime import RealtimeLimits, realtime_routes
+from dalston.server.app import create_app
+from dalston.server.limits import Limits
+from dalston.server.realtime import RealtimeLimits
+from dalston.server.state import ServerState
 from tests.fixtures import assets
+from tests.fixtures.serving import serve_app
 
 
-@dataclass
-class RealtimeState:
-    """The fields of the server's ServerState that the realtime route reads."""
+@dataclass(frozen=True)
+class Loaded:
+    """A variant's catalog entry with its engine loaded from the real pinned weights."""
 
-    spec: Any
+    entry: CatalogEntry
     engine: StreamingEngine
-    registry: Any = None
-    keys: Any = None
-    ready: bool = True
-    realtime_limits: RealtimeLimits | None = None
+    registry: ModelRegistry
+    weights_dir: Path
+
+    @property
+    def spec(self) -> Any:
+        return self.entry.spec
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _load(engines_root: Path, variant_id: str, model_root: Path) -> Loaded:
+    catalog = Catalog.load(engines_root)
+    entry = catalog.get(variant_id)
+    engine = create_engine(entry)
+    assert isinstance(engine, StreamingEngine), f"{variant_id} is not served by a StreamingEngine"
+    weights = assets.model_dir_for(variant_id, model_root, engines_root=engines_root)
+    engine.load(weights)
+    return Loaded(entry, engine, ModelRegistry.from_catalog(catalog), weights)
+
+
+def server_state(loaded: Loaded, *, keys: Any = None, limits: RealtimeLimits | None = None,
+                 ready: bool = True) -> ServerState:
+    """The `ServerState` `dalston serve` would build, around an engine that is already loaded."""
+    concurrency = loaded.spec.capabilities.max_concurrency
+    state = ServerState(loaded.entry, loaded.engine, loaded.registry, keys,
+                        Limits(max_concurrency=concurrency, max_queue=4 * concurrency, max_upload_bytes=1 << 30),
+                        loaded.weights_dir, limits)
+    if ready:
+        state.ready.set()
+    return state
 
 
 @contextlib.contextmanager
-def serve(app: Starlette) -> Iterator[str]:
-    """Run `app` under uvicorn on loopback in a thread; yields `ws://127.0.0.1:PORT`."""
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets-sansio"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
+def serve_state(state: ServerState) -> Iterator[str]:
+    """Serve the real app for `state` on loopback; yields `http://127.0.0.1:PORT`."""
     try:
-        yield f"ws://127.0.0.1:{port}"
+        with serve_app(create_app(state)) as url:
+            yield url
     finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-
-
-def build_app(state: RealtimeState) -> Starlette:
-    async def health(_: Any) -> JSONResponse:
-        return JSONResponse({"status": "ok"})
-
-    return Starlette(routes=[Route("/health", health), *realtime_routes(state)])
+        state.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @pytest.fixture(scope="session")
@@ -80,37 +81,25 @@ def engines_root(engines_with_test_variants: Path) -> Path:
     return engines_with_test_variants
 
 
-def _loaded(engines_root: Path, variant_id: str, model_root: Path) -> tuple[Any, StreamingEngine, Any]:
-    catalog = Catalog.load(engines_root)
-    entry = catalog.get(variant_id)
-    engine = create_engine(entry)
-    assert isinstance(engine, StreamingEngine)
-    engine.load(assets.model_dir_for(variant_id, model_root, engines_root=engines_root))
-    return entry.spec, engine, ModelRegistry.from_catalog(catalog)
+@pytest.fixture(scope="session")
+def tiny_engine(engines_root: Path, session_model_root: Path) -> Loaded:
+    """whisper-streaming-tiny-en (test-only variant, real tiny.en bytes) loaded by the shipped family engine.py."""
+    return _load(engines_root, "whisper-streaming-tiny-en", session_model_root)
 
 
 @pytest.fixture(scope="session")
-def tiny_engine(engines_root: Path, session_model_root: Path) -> tuple[Any, StreamingEngine, Any]:
-    """whisper-streaming-tiny-en (test-only variant) loaded by the shipped family engine.py."""
-    return _loaded(engines_root, "whisper-streaming-tiny-en", session_model_root)
-
-
-@pytest.fixture(scope="session")
-def base_engine(engines_root: Path, session_model_root: Path) -> tuple[Any, StreamingEngine, Any]:
+def base_engine(engines_root: Path, session_model_root: Path) -> Loaded:
     """The shipped whisper-streaming-base variant on its real pinned weights."""
-    return _loaded(engines_root, "whisper-streaming-base", session_model_root)
+    return _load(engines_root, "whisper-streaming-base", session_model_root)
 
 
 @pytest.fixture
 def realtime_server() -> Iterator[Callable[..., str]]:
-    """`realtime_server(loaded_engine, keys=None, limits=None, ready=True) -> ws://...` (stopped after the test)."""
+    """`realtime_server(loaded, keys=None, limits=None, ready=True) -> http://...` (stopped after the test)."""
     stack = contextlib.ExitStack()
 
-    def start(loaded: tuple[Any, StreamingEngine, Any], **kwargs: Any) -> str:
-        spec, engine, registry = loaded
-        limits = kwargs.pop("limits", None)
-        state = RealtimeState(spec=spec, engine=engine, registry=registry, realtime_limits=limits, **kwargs)
-        return stack.enter_context(serve(build_app(state)))
+    def start(loaded: Loaded, **kwargs: Any) -> str:
+        return stack.enter_context(serve_state(server_state(loaded, **kwargs)))
 
     with stack:
         yield start
@@ -118,6 +107,7 @@ def realtime_server() -> Iterator[Callable[..., str]]:
 
 @pytest.fixture(scope="session")
 def clip_audio() -> Callable[[str], np.ndarray]:
+    """`clip_audio("beckett.wav")`: the clip as 16 kHz mono float32 (decoded once per session)."""
     cache: dict[str, np.ndarray] = {}
 
     def get(name: str) -> np.ndarray:

@@ -14,9 +14,10 @@ from typing import Any
 
 import httpx
 import jiwer
+import numpy as np
 import pytest
 
-from dalston.commands.stream import StreamResult, realtime_url, stream_audio
+from dalston.commands.stream import StreamResult, realtime_url, stream_audio, to_pcm16
 from dalston.engine_sdk import TranscribeOptions
 from tests.fixtures import assets
 
@@ -25,9 +26,14 @@ def wer(clip: str, text: str) -> float:
     return float(jiwer.wer(" ".join(assets.reference_words(clip)), " ".join(assets.normalize_words(text)) or "<empty>"))
 
 
-def batch_wer(engine: Any, audio: Any, clip: str) -> float:
-    """The same weights decoding the whole file at once (same beam size as the streaming variant)."""
-    transcript = engine.transcribe(audio, TranscribeOptions(language="en"))
+def batch_wer(engine: Any, audio: np.ndarray, clip: str) -> float:
+    """The same weights decoding the whole file at once (same beam size as the streaming variant).
+
+    The batch decode gets exactly the samples the stream carried (pcm16-quantized), so the two WERs
+    differ only by how the audio was decoded, not by what audio it was.
+    """
+    same_input = np.frombuffer(to_pcm16(audio), dtype="<i2").astype(np.float32) / 32768.0
+    transcript = engine.transcribe(same_input, TranscribeOptions(language="en"))
     return wer(clip, transcript.text)
 
 
@@ -57,12 +63,13 @@ def check_event_order(result: StreamResult) -> None:
     assert result.close_code == 1000
 
 
-@pytest.mark.parametrize("clip", ["beckett.wav", "two_cities.wav"])
-@pytest.mark.parametrize("variant", ["tiny", "base"])
+# tiny.en on both clips; the shipped base variant on beckett (base on two_cities is in bench/realtime.py:
+# it adds ~1.5 min of CPU to every CI run for no code path the others miss).
+@pytest.mark.parametrize("variant,clip", [("tiny", "beckett.wav"), ("tiny", "two_cities.wav"), ("base", "beckett.wav")])
 def test_streaming_wer_close_to_batch(variant: str, clip: str, request: pytest.FixtureRequest,
                                       realtime_server: Any, clip_audio: Any) -> None:
     loaded = request.getfixturevalue(f"{variant}_engine")
-    spec, engine, _ = loaded
+    spec, engine = loaded.spec, loaded.engine
     url = realtime_server(loaded)
     audio = clip_audio(clip)
     result = asyncio.run(stream_audio(realtime_url(url, spec.id), audio, chunk_ms=160, language="en"))
@@ -81,7 +88,7 @@ def test_streaming_wer_close_to_batch(variant: str, clip: str, request: pytest.F
 
 def test_partials_arrive_before_the_stream_ends(tiny_engine: Any, realtime_server: Any, clip_audio: Any) -> None:
     """Paced like a microphone, the user sees text while still talking."""
-    spec, _, _ = tiny_engine
+    spec = tiny_engine.spec
     url = realtime_server(tiny_engine)
     result = asyncio.run(stream_audio(realtime_url(url, spec.id), clip_audio("beckett.wav"), chunk_ms=160,
                                       realtime=True, language="en"))
@@ -95,17 +102,18 @@ def test_partials_arrive_before_the_stream_ends(tiny_engine: Any, realtime_serve
 
 def test_two_concurrent_sessions_are_isolated(tiny_engine: Any, realtime_server: Any, clip_audio: Any) -> None:
     """Each concurrent session yields exactly its solo transcript; /health answers during decoding."""
-    spec, _, _ = tiny_engine
+    spec = tiny_engine.spec
     base = realtime_server(tiny_engine)
     url = realtime_url(base, spec.id)
     clips = ("beckett.wav", "two_cities.wav")
-    solo = {c: asyncio.run(stream_audio(url, clip_audio(c), language="en")).text for c in clips}
+    audio = {"beckett.wav": clip_audio("beckett.wav"), "two_cities.wav": clip_audio("two_cities.wav")[: 16000 * 21]}
+    solo = {c: asyncio.run(stream_audio(url, audio[c], language="en")).text for c in clips}
 
     async def together() -> tuple[list[StreamResult], list[float]]:
         health_latencies: list[float] = []
-        sessions = asyncio.gather(*(stream_audio(url, clip_audio(c), language="en") for c in clips))
+        sessions = asyncio.gather(*(stream_audio(url, audio[c], language="en") for c in clips))
         task = asyncio.ensure_future(sessions)
-        async with httpx.AsyncClient(base_url=base.replace("ws://", "http://")) as client:
+        async with httpx.AsyncClient(base_url=base) as client:
             while not task.done():
                 t = time.monotonic()
                 response = await client.get("/health", timeout=10)

@@ -1,0 +1,101 @@
+"""The LocalAgreement policy's utterance bookkeeping, with a stand-in decoder (unit level, no model).
+
+The stand-in "hears" each loud region of the audio it is given as one word named by the region's
+amplitude, with times relative to that audio, like Whisper's word timestamps. That is enough to
+check what the policy feeds its decoder and what it does with the answer: the final of an utterance
+is decoded with left context from before it (and the context's words are not repeated), the
+preroll reaches back before the VAD's speech start even right after a previous utterance, and
+partials come before finals. Real-model behaviour is tested in tests/realtime/.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dalston.engine_sdk.types import Word
+from dalston.streaming.local_agreement import LocalAgreementSession, PolicyConfig
+
+SR = 16000
+NAMES = {3: "alpha", 6: "beta"}  # amplitude x 10 -> word
+
+
+class RegionDecoder:
+    """decode(audio, prompt): one word per loud run (>= 50 ms), times relative to `audio`."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        self.calls.append(len(audio))
+        frame = SR // 100
+        loud = [float(np.abs(audio[i:i + frame]).max()) > 0.1 for i in range(0, len(audio) - frame + 1, frame)]
+        words: list[Word] = []
+        start = None
+        for i, flag in enumerate([*loud, False]):
+            if flag and start is None:
+                start = i
+            elif not flag and start is not None:
+                if i - start >= 5:
+                    level = int(round(float(np.abs(audio[start * frame:i * frame]).max()) * 10))
+                    words.append(Word(start / 100, i / 100, " " + NAMES.get(level, f"w{level}")))
+                start = None
+        return words
+
+
+def tone(seconds: float, amplitude: float) -> np.ndarray:
+    t = np.arange(int(seconds * SR)) / SR
+    return (amplitude * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.random.default_rng(0).normal(0, 1e-4, int(seconds * SR)).astype(np.float32)
+
+
+def run(audio: np.ndarray, config: PolicyConfig, decoder: RegionDecoder) -> list[dict]:
+    session = LocalAgreementSession(decoder, config)
+    events = []
+    for i in range(0, len(audio), 2560):  # 160 ms chunks
+        events += session.accept(audio[i:i + 2560])
+    events += session.finish()
+    return [e.to_json() for e in events]
+
+
+def test_final_decode_sees_left_context_but_keeps_only_its_own_words() -> None:
+    # utterance A (alpha, 2 s), a 1 s pause (longer than the VAD's 0.8 s), utterance B (beta, 2 s)
+    audio = np.concatenate([silence(1.0), tone(2.0, 0.3), silence(1.0), tone(2.0, 0.6), silence(1.2)])
+    decoder = RegionDecoder()
+    events = run(audio, PolicyConfig(final_context_s=6.0), decoder)
+    finals = [e for e in events if e["type"] == "transcript.final"]
+    assert [f["text"] for f in finals] == ["alpha", "beta"], finals
+    # B's final decode was handed A's audio as context: longer than B's own buffer (~0.5 + 2 + 0.3 s).
+    assert decoder.calls[-1] / SR > 4.5, decoder.calls
+    # Times are stream times: beta starts where its tone starts (4.0 s), not relative to the context.
+    assert abs(finals[1]["start"] - 4.0) < 0.05 and abs(finals[1]["end"] - 6.0) < 0.05, finals[1]
+
+
+def test_without_context_the_final_decodes_only_the_utterance() -> None:
+    audio = np.concatenate([silence(1.0), tone(2.0, 0.3), silence(1.0), tone(2.0, 0.6), silence(1.2)])
+    decoder = RegionDecoder()
+    events = run(audio, PolicyConfig(final_context_s=0.0), decoder)
+    assert [e["text"] for e in events if e["type"] == "transcript.final"] == ["alpha", "beta"]
+    assert decoder.calls[-1] / SR < 3.0, decoder.calls
+
+
+def test_preroll_reaches_before_speech_start_right_after_an_utterance() -> None:
+    """B starts just after the VAD closed A (0.8 s of quiet): B's buffer still gets the full 0.5 s
+    lead-in, so a soft onset the VAD does not count as speech is decoded with B ("In short" was
+    heard as "ensure" when the lead-in only held audio from after A's speech_end)."""
+    audio = np.concatenate([silence(1.0), tone(2.0, 0.3), silence(0.85), tone(1.5, 0.6), silence(1.2)])
+    decoder = RegionDecoder()
+    events = run(audio, PolicyConfig(final_context_s=0.0), decoder)
+    assert [e["text"] for e in events if e["type"] == "transcript.final"] == ["alpha", "beta"]
+    # B's final decode: 0.5 s preroll + 1.5 s tone + 0.3 s tail (a preroll starting at A's speech_end: < 2.0 s)
+    assert decoder.calls[-1] / SR >= 2.25, decoder.calls
+
+
+def test_event_order_partials_before_finals() -> None:
+    audio = np.concatenate([silence(0.5), tone(3.0, 0.3), silence(1.2)])
+    events = run(audio, PolicyConfig(), RegionDecoder())
+    types = [e["type"] for e in events]
+    assert types[0] == "vad.speech_start" and types[-2:] == ["transcript.final", "vad.speech_end"], types
+    assert "transcript.partial" in types[1:-2], types
