@@ -276,15 +276,33 @@ def timed(system: Any, clip: Clip) -> tuple[float, str]:
     return time.perf_counter() - started, text
 
 
+def inference_seconds_total(url: str, clip: Clip) -> float:
+    """Seconds dalston spent inside `engine.transcribe` so far, from /metrics (sum of RTF x clip length).
+
+    Read before and after one request, it splits that request's latency into inference and
+    everything around it (HTTP, multipart, decode, scheduling, rendering): the server's own overhead,
+    measured on the same request, so machine noise on the inference does not blur it.
+    """
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
+        if line.startswith("dalston_real_time_factor_sum"):
+            return float(line.split()[-1]) * clip.seconds
+    raise RuntimeError("dalston_real_time_factor_sum missing from /metrics")
+
+
 def measure_latency(systems: list[Any], clips: list[Clip], runs: int) -> dict[str, Any]:
     """Median warm single-request latency; round r runs every clip on every system, order rotated by r."""
     samples: dict[str, dict[str, list[float]]] = {c.name: {s.name: [] for s in systems} for c in clips}
     texts: dict[str, dict[str, str]] = {c.name: {} for c in clips}
+    overhead: dict[str, list[float]] = {c.name: [] for c in clips}
     for r in range(runs):
         order = systems[r % len(systems):] + systems[:r % len(systems)]
         for clip in clips:
             for system in order:
+                probe = system.name == "dalston"
+                before = inference_seconds_total(system.url, clip) if probe else 0.0
                 seconds, text = timed(system, clip)
+                if probe:
+                    overhead[clip.name].append(seconds - (inference_seconds_total(system.url, clip) - before))
                 samples[clip.name][system.name].append(seconds)
                 texts[clip.name][system.name] = text
         print(f"  latency round {r + 1}/{runs}: " + "  ".join(
@@ -308,6 +326,10 @@ def measure_latency(systems: list[Any], clips: list[Clip], runs: int) -> dict[st
         same = len({texts[clip.name][s.name] for s in systems}) == 1
         out[clip.name] = {"audio_seconds": clip.seconds, "systems": per, "ratios": ratios,
                           "paired_median_ratios": paired, "texts_identical": same}
+        if overhead[clip.name]:
+            o = statistics.median(overhead[clip.name])
+            out[clip.name]["dalston_outside_inference"] = {
+                "median_s": o, "fraction_of_latency": o / per["dalston"]["median_s"], "samples_s": overhead[clip.name]}
     return out
 
 
@@ -446,6 +468,11 @@ def print_tables(result: dict[str, Any]) -> None:
               f"{row['paired_median_ratios']['dalston/raw']:>8.3f}"
               f"{row['ratios'].get('peer/raw', float('nan')):>10.3f}{wers:>20}{row['texts_identical']!s:>11}")
     print(f"target dalston/raw <= {targets['latency_ratio_max']}")
+    for clip, row in lat.items():
+        if "dalston_outside_inference" in row:
+            o = row["dalston_outside_inference"]
+            print(f"dalston time outside engine.transcribe ({clip}): median {o['median_s'] * 1000:.1f} ms "
+                  f"= {o['fraction_of_latency']:.1%} of its latency (HTTP, multipart, decode, queue, render)")
     for clip, levels in result["throughput"].items():
         print(f"\nthroughput, {clip} ({lat.get(clip, {}).get('audio_seconds', 0):.1f} s audio), closed-loop clients")
         names = [n for n in ("raw", "dalston", "peer") if n in next(iter(levels.values()))]
