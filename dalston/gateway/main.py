@@ -41,7 +41,9 @@ def run(args: argparse.Namespace) -> int:
     from dalston.auth import KeyStore
     from dalston.gateway.app import GatewayConfig, create_gateway_app
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    # httpx logs every proxied request at INFO; the gateway's own metrics and key=value lines cover them.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger().level))
     if not args.internal_token:
         print(f"dalston gateway: error: no internal token; set {INTERNAL_TOKEN_ENV} (the same secret on every "
               f"engine) or pass --internal-token", file=sys.stderr)
