@@ -70,5 +70,5 @@ def run(args: argparse.Namespace) -> int:
                            max_prefix_bytes=args.max_prefix_bytes)
     app = create_gateway_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, ws="websockets-sansio")  # the WebSocket stack the engines and tests use
     return 0

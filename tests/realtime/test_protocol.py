@@ -213,7 +213,9 @@ def test_bad_clients_leave_a_running_session_alone(tiny_engine: Loaded, realtime
         assert error_of(events) == code and close_code == close, (name, events, close_code)
     assert together.close_code == 1000 and not together.errors
     assert together.text == alone.text, (together.text, alone.text)
-    assert [e.type for e in together.events] == [e.type for e in alone.events]
+    # Partials depend on timing (a server under load decodes less often); everything else may not.
+    assert [e.type for e in together.events if e.type != "transcript.partial"] == \
+        [e.type for e in alone.events if e.type != "transcript.partial"]
     assert_healthy(base, spec.id, clip_audio)
 
 

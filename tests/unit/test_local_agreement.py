@@ -99,3 +99,25 @@ def test_event_order_partials_before_finals() -> None:
     types = [e["type"] for e in events]
     assert types[0] == "vad.speech_start" and types[-2:] == ["transcript.final", "vad.speech_end"], types
     assert "transcript.partial" in types[1:-2], types
+
+
+def test_a_backlog_is_decoded_in_one_step_with_the_same_finals() -> None:
+    """A server that fell behind hands over everything queued in one accept: one decode, not one per
+    second of backlog (which would never catch up), and the finals do not change."""
+    audio = np.concatenate([silence(1.0), tone(6.0, 0.3), silence(1.0), tone(3.0, 0.6), silence(1.2)])
+    paced = RegionDecoder()
+    paced_finals = [e["text"] for e in run(audio, PolicyConfig(), paced) if e["type"] == "transcript.final"]
+    backlog = RegionDecoder()
+    session = LocalAgreementSession(backlog, PolicyConfig())
+    events = [e.to_json() for e in session.accept(audio) + session.finish()]
+    assert [e["text"] for e in events if e["type"] == "transcript.final"] == paced_finals == ["alpha", "beta"]
+    assert len(backlog.calls) < len(paced.calls) / 2, (backlog.calls, paced.calls)
+
+
+def test_a_long_backlog_still_trims_so_no_decode_exceeds_the_window() -> None:
+    """40 s of unbroken speech in one accept: forced steps keep every decode near max_buffer_s."""
+    decoder = RegionDecoder()
+    session = LocalAgreementSession(decoder, PolicyConfig(max_buffer_s=15.0))
+    events = session.accept(np.concatenate([silence(0.5), tone(40.0, 0.3)])) + session.finish()
+    assert max(decoder.calls) / SR <= 15.0 * 1.5 + 1.0 + 0.5 + 6.0, decoder.calls  # + min_chunk, preroll, context
+    assert sum(1 for e in events if e.type == "transcript.final") >= 2
