@@ -1,0 +1,366 @@
+"""Realtime latency and accuracy: `dalston serve` whisper-streaming vs batch on the same weights, one run.
+
+    python bench/realtime.py                                   # tiny.en + base, beckett + two_cities
+    python bench/realtime.py --variants whisper-streaming-base --clips beckett.wav
+    python bench/realtime.py --whisperlivekit /path/to/venv/bin/wlk   # also run WhisperLiveKit
+
+For every variant a real `dalston serve VARIANT` process is started on its real pinned weights
+(`tests.fixtures.assets.model_dir_for`), and every clip is streamed to `/v1/realtime` as pcm16 in
+160 ms frames *paced in real time* (like a microphone), with the `dalston stream` client code.
+
+Measured per (variant, clip):
+* chunk latency (the issue's definition): for each 160 ms frame that holds speech, the time from
+  sending it to the first `transcript.partial`/`final` whose `end` covers the frame's end;
+  median and p95. Speech frames are those overlapping a word of the batch transcript (word
+  timestamps), so waiting through a pause is not counted as latency.
+* word latency (system-neutral, also computed for WhisperLiveKit): for each word of the batch
+  transcript, the time from sending the frame that holds its end to the first message whose
+  displayed text (finals + current partial) has at least that many words; median and p95.
+* final WER of the finals, and batch WER of the same server's `/v1/audio/transcriptions` on the
+  same pcm16 samples (uploaded as WAV): same weights, same input, one run. Target ratio <= 1.2.
+
+WhisperLiveKit (`--whisperlivekit WLK_EXECUTABLE`, a `wlk` from `pip install whisperlivekit` in
+its own venv): started as `wlk serve --backend faster-whisper --backend-policy localagreement
+--model_dir <the same weights dir> --language en --pcm-input --min-chunk-size 1.0` and fed the same
+pcm16 frames on `/asr`; its own defaults otherwise (notably beam size 5 where the dalston variants
+use 1, and its Silero voice-activity controller).
+
+Prints a table and writes JSON (default bench/results/realtime.json, git-ignored); the numbers go to
+docs/PERFORMANCE.md. The load average is recorded: the machine may be shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import io
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import jiwer  # noqa: E402
+import numpy as np  # noqa: E402
+
+from dalston.commands.stream import load_audio_16k, realtime_url, stream_audio, to_pcm16  # noqa: E402
+from tests.fixtures import assets  # noqa: E402
+from tests.gateway import processes as p  # noqa: E402
+
+KEY = "dk_bench_realtime"
+SR = 16000
+
+
+@dataclass
+class Run:
+    """One stream of one clip to one system: what arrived when."""
+
+    system: str
+    variant: str
+    clip: str
+    sent_at: list[float]
+    updates: list[tuple[float, str]] = field(default_factory=list)  # (arrival, displayed text)
+    covers: list[tuple[float, float]] = field(default_factory=list)  # (arrival, stream time covered)
+    final_text: str = ""
+    first_update_at: float | None = None
+    last_frame_at: float = 0.0
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+def wer(clip: str, text: str) -> float:
+    return float(jiwer.wer(" ".join(assets.reference_words(clip)), " ".join(assets.normalize_words(text)) or "<empty>"))
+
+
+def wav_bytes(pcm: bytes) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(SR)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+# ---------------------------------------------------------------- ground truth word times
+def reference_word_ends(weights_dir: Path, audio: np.ndarray) -> list[tuple[float, float]]:
+    """(start, end) of each word of a batch decode with word timestamps: where speech is, and when
+    each word is complete in the stream. The same list serves both systems."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(str(weights_dir), device="cpu", compute_type="int8", local_files_only=True)
+    segments, _ = model.transcribe(audio, language="en", word_timestamps=True, beam_size=1, vad_filter=False)
+    words = [(w.start, w.end) for s in segments for w in (s.words or ()) if assets.normalize_words(w.word)]
+    return words
+
+
+def chunk_latencies(run: Run, chunk_s: float, words: list[tuple[float, float]]) -> list[float]:
+    """Per speech frame: first covering event's arrival minus the frame's send time."""
+    out = []
+    for i, sent in enumerate(run.sent_at):
+        lo, hi = i * chunk_s, (i + 1) * chunk_s
+        if not any(s < hi and e > lo for s, e in words):
+            continue
+        arrival = next((t for t, covered in run.covers if t >= sent and covered >= hi - 1e-3), None)
+        if arrival is not None:
+            out.append(arrival - sent)
+    return out
+
+
+def word_latencies(run: Run, chunk_s: float, words: list[tuple[float, float]]) -> list[float]:
+    """Per reference word: first time the displayed text has that many words, minus when its last frame was sent."""
+    counts = [(t, len(assets.normalize_words(text))) for t, text in run.updates]
+    out = []
+    for k, (_, end) in enumerate(words):
+        frame = min(int(end / chunk_s), len(run.sent_at) - 1)
+        sent = run.sent_at[frame]
+        arrival = next((t for t, n in counts if n >= k + 1 and t >= sent), None)
+        if arrival is not None:
+            out.append(arrival - sent)
+    return out
+
+
+# ---------------------------------------------------------------- dalston
+async def stream_dalston(url: str, variant: str, clip: str, audio: np.ndarray, chunk_ms: int, pace: bool) -> Run:
+    finals: list[str] = []
+    run = Run("dalston", variant, clip, [])
+
+    def on_event(event: Any) -> None:
+        body = event.body
+        if event.type == "transcript.final":
+            finals.append(body["text"])
+            run.updates.append((event.at, " ".join(finals)))
+            run.covers.append((event.at, float(body["end"])))
+        elif event.type == "transcript.partial":
+            run.updates.append((event.at, " ".join([*finals, body["text"]])))
+            run.covers.append((event.at, float(body["end"])))
+
+    result = await stream_audio(realtime_url(url, variant), audio, chunk_ms=chunk_ms, realtime=pace, api_key=KEY,
+                                language="en", on_event=on_event)
+    if result.errors or result.close_code != 1000:
+        raise RuntimeError(f"dalston {variant} {clip}: errors={result.errors} close={result.close_code}")
+    run.sent_at, run.last_frame_at, run.final_text = result.sent_at, result.last_frame_at, result.text
+    first = next((e for e in result.events if e.type == "transcript.partial"), None)
+    run.first_update_at = first.at if first else None
+    return run
+
+
+def batch_text(url: str, variant: str, pcm: bytes, clip: str) -> str:
+    r = httpx.post(f"{url}/v1/audio/transcriptions", headers={"authorization": f"Bearer {KEY}"}, timeout=900,
+                   data={"model": variant, "language": "en"}, files={"file": (clip, wav_bytes(pcm), "audio/wav")})
+    r.raise_for_status()
+    return str(r.json()["text"])
+
+
+# ---------------------------------------------------------------- WhisperLiveKit
+async def stream_wlk(url: str, variant: str, clip: str, pcm: bytes, chunk_ms: int, pace: bool) -> Run:
+    import websockets
+
+    run = Run("whisperlivekit", variant, clip, [])
+    step = SR * chunk_ms // 1000 * 2
+    async with websockets.connect(url, max_size=None, open_timeout=30) as ws:
+        json.loads(await ws.recv())  # {"type": "config", ...}
+        t0 = time.monotonic()
+        done = asyncio.Event()
+
+        async def receive() -> None:
+            async for message in ws:
+                body = json.loads(message)
+                if body.get("type") == "ready_to_stop":
+                    done.set()
+                    return
+                lines = " ".join(line.get("text", "") for line in body.get("lines", [])).strip()
+                text = f"{lines} {body.get('buffer_transcription', '')}".strip()
+                now = time.monotonic() - t0
+                if text and (not run.updates or run.updates[-1][1] != text):
+                    run.updates.append((now, text))
+                    if run.first_update_at is None:
+                        run.first_update_at = now
+                run.final_text = lines
+
+        receiver = asyncio.create_task(receive())
+        for i, start in enumerate(range(0, len(pcm), step)):
+            if pace:
+                await asyncio.sleep(max(0.0, t0 + i * chunk_ms / 1000 - time.monotonic()))
+            run.sent_at.append(time.monotonic() - t0)
+            await ws.send(pcm[start:start + step])
+        run.last_frame_at = time.monotonic() - t0
+        await ws.send(b"")  # WhisperLiveKit's end-of-stream
+        await asyncio.wait_for(receiver, 600)
+    return run
+
+
+def start_wlk(executable: str, weights: Path, warmup: Path, log: Path, port: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    cmd = [executable, "serve", "--host", "127.0.0.1", "--port", str(port), "--backend", "faster-whisper",
+           "--backend-policy", "localagreement", "--model_dir", str(weights), "--language", "en", "--pcm-input",
+           "--min-chunk-size", "1.0", "--warmup-file", str(warmup)]
+    with log.open("ab") as fh:
+        return subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+
+
+def wait_health(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"whisperlivekit exited {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
+        try:
+            if httpx.get(url + "/health", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"whisperlivekit not healthy after {timeout}s")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+# ---------------------------------------------------------------- main
+def summarize(run: Run, chunk_s: float, words: list[tuple[float, float]], batch: str | None) -> dict[str, Any]:
+    chunks = chunk_latencies(run, chunk_s, words) if run.covers else []
+    wl = word_latencies(run, chunk_s, words)
+    stream_wer = wer(run.clip, run.final_text)
+    batch_wer = wer(run.clip, batch) if batch is not None else None
+    return {
+        "system": run.system, "variant": run.variant, "clip": run.clip, "frames": len(run.sent_at),
+        "chunk_latency_median_s": percentile(chunks, 50), "chunk_latency_p95_s": percentile(chunks, 95),
+        "chunk_latency_samples": len(chunks),
+        "word_latency_median_s": percentile(wl, 50), "word_latency_p95_s": percentile(wl, 95),
+        "word_latency_samples": len(wl), "reference_words": len(words),
+        "first_update_s": run.first_update_at, "last_frame_s": run.last_frame_at,
+        "updates_before_last_frame": sum(1 for t, _ in run.updates if t < run.last_frame_at),
+        "final_wer": stream_wer, "batch_wer": batch_wer,
+        "wer_ratio": _ratio(stream_wer, batch_wer),
+        "meets_wer_target": None if batch_wer is None else stream_wer <= 1.2 * batch_wer + 1e-9,
+        "final_text": run.final_text, "batch_text": batch,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", default="whisper-streaming-tiny-en,whisper-streaming-base")
+    parser.add_argument("--clips", default="beckett.wav,two_cities.wav")
+    parser.add_argument("--chunk-ms", type=int, default=160)
+    parser.add_argument("--no-pace", action="store_true", help="send as fast as possible (latencies then mean little)")
+    parser.add_argument("--whisperlivekit", default=shutil.which("wlk"),
+                        help="path of a `wlk` executable (pip install whisperlivekit in its own venv); default: on PATH")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
+    args = parser.parse_args(argv)
+    variants = [v for v in args.variants.split(",") if v]
+    clips = [c for c in args.clips.split(",") if c]
+    chunk_s = args.chunk_ms / 1000
+    pace = not args.no_pace
+
+    work = Path(tempfile.mkdtemp(prefix="dalston-bench-realtime-"))
+    engines = assets.engines_tree(work)
+    models = work / "models"
+    keys = work / "keys.txt"
+    keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
+    env = p.base_env(engines, models)
+    env.pop("OMP_NUM_THREADS", None)  # both systems use faster-whisper's own thread defaults
+    audio = {c: load_audio_16k(assets.speech_clip(c)) for c in clips}
+    pcm = {c: to_pcm16(a) for c, a in audio.items()}
+    same = {c: np.frombuffer(b, dtype="<i2").astype(np.float32) / 32768.0 for c, b in pcm.items()}
+    load_before = os.getloadavg()
+    rows: list[dict[str, Any]] = []
+    wlk_status = "not run: no `wlk` executable (pass --whisperlivekit)" if not args.whisperlivekit else "ran"
+
+    for variant in variants:
+        weights = assets.model_dir_for(variant, models, engines_root=engines)
+        words = {c: reference_word_ends(weights, same[c]) for c in clips}
+        engine = p.engine(variant, env, keys, work, None).start()
+        batches: dict[str, str] = {}
+        try:
+            engine.wait_http("/ready", 300)
+            asyncio.run(stream_dalston(engine.url, variant, clips[0], audio[clips[0]][: SR * 3], args.chunk_ms, False))
+            for clip in clips:
+                run = asyncio.run(stream_dalston(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
+                batches[clip] = batch_text(engine.url, variant, pcm[clip], clip)
+                rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
+                print(_line(rows[-1]), flush=True)
+        finally:
+            engine.stop()
+        if args.whisperlivekit:
+            port = p.free_port()
+            log = work / f"wlk-{variant}.log"
+            proc = start_wlk(args.whisperlivekit, weights, assets.speech_clip("beckett.wav"), log, port)
+            try:
+                wait_health(f"http://127.0.0.1:{port}", proc, log)
+                for clip in clips:
+                    run = asyncio.run(stream_wlk(f"ws://127.0.0.1:{port}/asr", variant, clip, pcm[clip], args.chunk_ms, pace))
+                    rows.append(summarize(run, chunk_s, words[clip], batches.get(clip)))
+                    print(_line(rows[-1]), flush=True)
+            except Exception as exc:  # record why the comparison did not run, keep dalston's numbers
+                wlk_status = f"failed: {type(exc).__name__}: {exc}"[:500]
+                print(f"whisperlivekit {wlk_status}", file=sys.stderr)
+            finally:
+                stop(proc)
+
+    result = {"benchmark": "realtime", "chunk_ms": args.chunk_ms, "paced": pace, "cpu_count": os.cpu_count(),
+              "machine": platform.machine(), "python": platform.python_version(),
+              "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "whisperlivekit": wlk_status,
+              "rows": rows}
+    print()
+    print(_header())
+    for row in rows:
+        print(_line(row))
+    print(f"whisperlivekit: {wlk_status}; load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _ratio(stream: float, batch: float | None) -> float | None:
+    """stream / batch WER; 1.0 when both are 0 (equal), None when undefined (no batch, or batch 0 < stream)."""
+    if batch is None:
+        return None
+    if batch == 0:
+        return 1.0 if stream == 0 else None
+    return stream / batch
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _header() -> str:
+    return (f"{'system':<15} {'variant':<26} {'clip':<15} {'chunk med/p95 s':>16} {'word med/p95 s':>15} "
+            f"{'1st upd s':>9} {'WER':>6} {'batch':>6} {'ratio':>6}")
+
+
+def _line(r: dict[str, Any]) -> str:
+    chunk = f"{_fmt(r['chunk_latency_median_s'])}/{_fmt(r['chunk_latency_p95_s'])}"
+    word = f"{_fmt(r['word_latency_median_s'])}/{_fmt(r['word_latency_p95_s'])}"
+    return (f"{r['system']:<15} {r['variant']:<26} {r['clip']:<15} {chunk:>16} {word:>15} "
+            f"{_fmt(r['first_update_s']):>9} {_fmt(r['final_wer'], '.3f'):>6} {_fmt(r['batch_wer'], '.3f'):>6} "
+            f"{_fmt(r['wer_ratio']):>6}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
