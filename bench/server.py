@@ -41,6 +41,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -511,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="bursts per system and level (default 1 quick / 2 full)")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "peer-venv")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (server logs, peer config)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "server.json")
     args = parser.parse_args(argv)
 
@@ -572,6 +574,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(processes):
             proc.stop()
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)  # weights there are symlinks into the asset cache
 
     result: dict[str, Any] = {
         "benchmark": "server", "variant": args.variant, "mode": "quick" if quick else "full",
