@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -101,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clip", default="beckett.wav")
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="DALSTON_MODEL_DIR-style root holding <engine>/ (default: test asset cache)")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
     args = parser.parse_args(argv)
 
@@ -148,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for proc in reversed(procs):
             proc.stop()
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)  # weights there are symlinks into the asset cache
 
     pair_ratios = [t / d for t, d in zip(through, direct)]
     pair_diffs_ms = [(t - d) * 1000 for t, d in zip(through, direct)]

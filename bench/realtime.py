@@ -269,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-pace", action="store_true", help="send as fast as possible (latencies then mean little)")
     parser.add_argument("--whisperlivekit", default=shutil.which("wlk"),
                         help="path of a `wlk` executable (pip install whisperlivekit in its own venv); default: on PATH")
+    parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -290,36 +291,40 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     wlk_status = "not run: no `wlk` executable (pass --whisperlivekit)" if not args.whisperlivekit else "ran"
 
-    for variant in variants:
-        weights = assets.model_dir_for(variant, models, engines_root=engines)
-        words = {c: reference_word_ends(weights, same[c]) for c in clips}
-        engine = p.engine(variant, env, keys, work, None).start()
-        batches: dict[str, str] = {}
-        try:
-            engine.wait_http("/ready", 300)
-            asyncio.run(stream_dalston(engine.url, variant, clips[0], audio[clips[0]][: SR * 3], args.chunk_ms, False))
-            for clip in clips:
-                run = asyncio.run(stream_dalston(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
-                batches[clip] = batch_text(engine.url, variant, pcm[clip], clip)
-                rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
-                print(_line(rows[-1]), flush=True)
-        finally:
-            engine.stop()
-        if args.whisperlivekit:
-            port = p.free_port()
-            log = work / f"wlk-{variant}.log"
-            proc = start_wlk(args.whisperlivekit, weights, assets.speech_clip("beckett.wav"), log, port)
+    try:
+        for variant in variants:
+            weights = assets.model_dir_for(variant, models, engines_root=engines)
+            words = {c: reference_word_ends(weights, same[c]) for c in clips}
+            engine = p.engine(variant, env, keys, work, None).start()
+            batches: dict[str, str] = {}
             try:
-                wait_health(f"http://127.0.0.1:{port}", proc, log)
+                engine.wait_http("/ready", 300)
+                asyncio.run(stream_dalston(engine.url, variant, clips[0], audio[clips[0]][: SR * 3], args.chunk_ms, False))
                 for clip in clips:
-                    run = asyncio.run(stream_wlk(f"ws://127.0.0.1:{port}/asr", variant, clip, pcm[clip], args.chunk_ms, pace))
-                    rows.append(summarize(run, chunk_s, words[clip], batches.get(clip)))
+                    run = asyncio.run(stream_dalston(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
+                    batches[clip] = batch_text(engine.url, variant, pcm[clip], clip)
+                    rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
                     print(_line(rows[-1]), flush=True)
-            except Exception as exc:  # record why the comparison did not run, keep dalston's numbers
-                wlk_status = f"failed: {type(exc).__name__}: {exc}"[:500]
-                print(f"whisperlivekit {wlk_status}", file=sys.stderr)
             finally:
-                stop(proc)
+                engine.stop()
+            if args.whisperlivekit:
+                port = p.free_port()
+                log = work / f"wlk-{variant}.log"
+                proc = start_wlk(args.whisperlivekit, weights, assets.speech_clip("beckett.wav"), log, port)
+                try:
+                    wait_health(f"http://127.0.0.1:{port}", proc, log)
+                    for clip in clips:
+                        run = asyncio.run(stream_wlk(f"ws://127.0.0.1:{port}/asr", variant, clip, pcm[clip], args.chunk_ms, pace))
+                        rows.append(summarize(run, chunk_s, words[clip], batches.get(clip)))
+                        print(_line(rows[-1]), flush=True)
+                except Exception as exc:  # record why the comparison did not run, keep dalston's numbers
+                    wlk_status = f"failed: {type(exc).__name__}: {exc}"[:500]
+                    print(f"whisperlivekit {wlk_status}", file=sys.stderr)
+                finally:
+                    stop(proc)
+    finally:
+        if not args.keep_work:
+            shutil.rmtree(work, ignore_errors=True)  # weights there are symlinks into the asset cache
 
     result = {"benchmark": "realtime", "chunk_ms": args.chunk_ms, "paced": pace, "cpu_count": os.cpu_count(),
               "machine": platform.machine(), "python": platform.python_version(),
