@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -27,6 +27,16 @@ from dalston.streaming.vad import EnergyVad, VadConfig
 
 #: Words ending less than this before a speech start belong to that utterance; older ones are dropped.
 LEAD_IN_S = 1.0
+
+
+@dataclass(frozen=True)
+class _Update:
+    """The decoder's words after one model step (applied once the VAD has caught up)."""
+
+    words: tuple[Word, ...]
+    first_index: int
+    decoded_until: float
+    last_open: bool
 
 
 @dataclass(frozen=True)
@@ -53,6 +63,9 @@ class UtterancePolicy:
         self._utt_words: list[Word] = []
         self._last_partial = ""
         self.dropped_words = 0
+        self._updates: deque[_Update] = deque()
+        cfg = self.vad.config
+        self._vad_lag = (cfg.min_speech_ms + 2 * cfg.frame_ms) / 1000
 
     # ------------------------------------------------------------------ inputs
     def audio(self, samples: np.ndarray) -> None:
@@ -73,31 +86,48 @@ class UtterancePolicy:
 
     def words(self, words: Sequence[Word], first_index: int, decoded_until: float, *,
               last_open: bool = True) -> list[StreamEvent]:
-        """Take the decoder's recent words and release the events they complete.
+        """Take the decoder's words after one model step and release the events that are due.
 
         `words`: the decoder's words in time order, `words[k]` being its word number `first_index + k`;
         must include every word from `taken` on (earlier ones are ignored). With `last_open` the last
         one may still grow (more sub-word tokens) and is only shown in partials until an utterance
         closes. `decoded_until`: stream time up to which the decoder has consumed audio.
+
+        WHY updates wait for the VAD: a speech start is only known `min_speech_ms` after it began.
+        An update is applied once the VAD has heard `_vad_lag` past its `decoded_until`, so every
+        edge before that point is known; what each update emits then depends only on the model
+        step it came from, not on how the client happened to slice its audio.
         """
         if first_index > self._taken:
             raise ValueError(f"words from {first_index} given, but word {self._taken} was never taken")
-        fresh = list(words[self._taken - first_index:])
-        self._open = fresh.pop() if (fresh and last_open) else None
-        self._words = fresh
-        return self._release(decoded_until)
+        self._updates.append(_Update(tuple(words), first_index, decoded_until, last_open))
+        return self._drain(final=False)
 
     def finish(self) -> list[StreamEvent]:
         """The stream ended and the decoder was flushed: release everything, close an open utterance."""
         if len(self._pending):
             self._samples += len(self._pending)
             self._pending = np.zeros(0, dtype=np.float32)
+        events = self._drain(final=True)
         if self._open is not None:
             self._words.append(self._open)
             self._open = None
-        events = self._release(float("inf"))
+        events += self._release(float("inf"))
         if self._in_speech:
             events.extend(self._close(self._samples / self.sample_rate))
+        return events
+
+    def _drain(self, *, final: bool) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        while self._updates and (final or self._updates[0].decoded_until + self._vad_lag <= self.stream_time):
+            update = self._updates.popleft()
+            limit = min(update.decoded_until, self.stream_time)
+            # a word's last frame may be padded past the audio decoded: clamp its end
+            fresh = [w if w.end <= limit else replace(w, end=round(max(w.start, limit), 3))
+                     for w in update.words[self._taken - update.first_index:]]
+            self._open = fresh.pop() if (fresh and update.last_open) else None
+            self._words = fresh
+            events += self._release(update.decoded_until)
         return events
 
     @property
@@ -129,9 +159,8 @@ class UtterancePolicy:
             if partial is not None:
                 events.append(partial)
         else:
-            # a speech start not yet confirmed by the VAD lies at or after stream_time - min_speech_ms
-            unconfirmed = self.stream_time - self.vad.config.min_speech_ms / 1000
-            self._drop_words_ending_before(min(decoded_until, self._next_edge_time(), unconfirmed) - LEAD_IN_S)
+            # every speech start before decoded_until is known here (updates wait for the VAD)
+            self._drop_words_ending_before(min(decoded_until, self._next_edge_time()) - LEAD_IN_S)
         return events
 
     def _next_edge_time(self) -> float:

@@ -87,7 +87,7 @@ def test_policy_orders_events_and_waits_for_decoder_coverage() -> None:
     kinds = [e.type for e in events]
     assert kinds == ["vad.speech_start", "transcript.partial"]
     assert events[1].data["text"] == "hello"
-    events += policy.words(words, 0, decoded_until=4.5, last_open=False)
+    events += policy.words(words, 0, decoded_until=4.3, last_open=False)  # VAD heard 4.5 s
     kinds = [e.type for e in events]
     # the speech end (~3.8 s) is covered now: "world" goes straight into the final
     assert kinds == ["vad.speech_start", "transcript.partial", "transcript.final", "vad.speech_end"]
@@ -95,6 +95,16 @@ def test_policy_orders_events_and_waits_for_decoder_coverage() -> None:
     assert final["text"] == "hello world" and [w["word"] for w in final["words"]] == ["hello", "world"]
     assert events[0].data["time"] <= 1.1 and events[-1].data["time"] >= 3.0
     assert policy.finish() == []
+
+
+def test_policy_holds_updates_until_the_vad_has_heard_past_them() -> None:
+    policy = UtterancePolicy()
+    policy.audio(np.concatenate([silence(1.0), tone(0.5)]))
+    # decoded to 1.45 s but the VAD has heard only 1.5 s: a speech start could still be unconfirmed
+    assert policy.words([Word(1.1, 1.3, "hi")], 0, decoded_until=1.45) == []
+    policy.audio(tone(0.3))
+    events = policy.words([Word(1.1, 1.3, "hi")], 0, decoded_until=1.6)
+    assert [e.type for e in events][:2] == ["vad.speech_start", "transcript.partial"]
 
 
 def test_policy_drops_words_long_before_speech_and_keeps_the_open_word_until_the_end() -> None:
@@ -107,7 +117,7 @@ def test_policy_drops_words_long_before_speech_and_keeps_the_open_word_until_the
     assert policy.dropped_words == 1 and 3.0 - LEAD_IN_S > noise.end
     assert [e.type for e in events] == ["vad.speech_start", "transcript.partial"]
     assert events[-1].data["text"] == "soft gro" and events[-1].data["committed"] == "soft"
-    events = policy.words([onset, Word(3.2, 3.8, "grown")], 1, decoded_until=4.0, last_open=True)
+    events = policy.words([onset, Word(3.2, 3.8, "grown")], 1, decoded_until=3.8, last_open=True)
     assert events[-1].data["text"] == "soft grown"
     events = policy.finish()
     assert [e.type for e in events] == ["transcript.final", "vad.speech_end"]
@@ -133,6 +143,7 @@ class _PositionDecoder:
         streaming = type("S", (), {"chunk_seconds": chunk_s, "context_seconds": context_s})
         self.spec = type("Spec", (), {"runtime": type("R", (), {"streaming": streaming})})
         self.windows: list[tuple[float, float]] = []
+        self.lock = threading.RLock()
 
     def decode_window(self, audio: np.ndarray) -> list[Word]:
         first = round(float(audio[0] - 0.5) * 1e5)  # stream sample index of audio[0]

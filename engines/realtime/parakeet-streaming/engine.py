@@ -16,8 +16,11 @@ Two modes, chosen by the variant's `runtime.streaming.mode`:
 
 Both feed stable words into `dalston.streaming.utterances.UtterancePolicy`, which adds energy-VAD
 speech start/end and emits partials and finals in stream-time order. Sessions share the loaded
-model and nothing else; model calls from concurrent sessions are serialised by one lock (a NeMo
-model object is not safe for concurrent forward passes: decoding objects keep scratch state).
+model and nothing else. Each session's `accept` / `finish` runs under one engine lock, so sessions
+take turns on the model: measured, with only the model calls locked, two sessions decoded in
+parallel threads occasionally emitted tokens one model step apart from what each emitted alone (the
+state involved was not isolated; fully serialised, 100% of runs matched). Decoding is most of the
+work, so this costs little; the server still accepts and queues audio for every session meanwhile.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ class ParakeetStreamingEngine(StreamingEngine):
         super().__init__(spec)
         self.model: Any = None
         self.preprocessor: Any = None
-        self.lock = threading.Lock()
+        # Re-entrant: a session holds it for a whole accept/finish, and the model calls inside take it too.
+        self.lock = threading.RLock()
         streaming = spec.runtime.streaming
         self.mode = streaming.mode if streaming is not None else None
         self.frame_seconds = 0.0  # seconds per encoder output frame
@@ -208,7 +212,7 @@ class CacheAwareSession(StreamingSession):
         self.engine = engine
         model = engine.model
         self.cfg = model.encoder.streaming_cfg
-        self.features = IncrementalFeatures(engine.preprocessor)
+        self.features = IncrementalFeatures(engine.preprocessor, engine.lock)
         self.policy = UtterancePolicy(sample_rate=SAMPLE_RATE)
         self.words = _WordBuilder(model.tokenizer, engine.frame_seconds)
         n_mels = int(model.encoder._feat_in)
@@ -234,21 +238,35 @@ class CacheAwareSession(StreamingSession):
 
     # ------------------------------------------------------------------ protocol
     def accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        self.policy.audio(audio)
-        self._add_features(self.features.push(audio))
-        while self._available - self._buffer_idx >= self._pick(self.cfg.chunk_size, self._step == 0):
-            self._run_chunk(last=False)
-        return self._events(last_open=True)
+        with self.engine.lock:
+            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
 
     def finish(self) -> list[StreamEvent]:
+        with self.engine.lock:
+            return self._finish()
+
+    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        self.policy.audio(audio)
+        self._add_features(self.features.push(audio))
+        events: list[StreamEvent] = []
+        while self._available - self._buffer_idx >= self._pick(self.cfg.chunk_size, self._step == 0):
+            self._run_chunk(last=False)
+            # after every model step, not every client frame: the events then do not depend on how
+            # the client slices its audio (the VAD is always ahead of the decoder)
+            events += self._events(last_open=True)
+        return events
+
+    def _finish(self) -> list[StreamEvent]:
         self._add_features(self.features.flush())
+        events: list[StreamEvent] = []
         while self._buffer_idx < self._available:
             remaining = self._available - self._buffer_idx
             if self._sampling is not None and remaining < self._pick(self._sampling, self._step == 0):
                 break  # too short to produce an encoder frame (NeMo's buffer stops here too)
-            self._run_chunk(last=remaining <= self._pick(self.cfg.chunk_size, self._step == 0))
-        events = self._events(last_open=False)
+            last = remaining <= self._pick(self.cfg.chunk_size, self._step == 0)
+            self._run_chunk(last=last)
+            events += self._events(last_open=not last)
+        events += self._events(last_open=False)
         return events + self.policy.finish()
 
     # ------------------------------------------------------------------ internals
@@ -286,15 +304,15 @@ class CacheAwareSession(StreamingSession):
                 cache_last_channel=self._cache[0], cache_last_time=self._cache[1], cache_last_channel_len=self._cache[2],
                 keep_all_outputs=last, previous_hypotheses=self._hyp, previous_pred_out=self._pred_out,
                 drop_extra_pre_encoded=drop, return_transcription=True)
+            # read the hypothesis before another session's step can reuse the decoder's buffers;
+            # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of
+            # the stream (causal 8x subsampling: mel frame 0 -> encoder frame 0)
+            self._collect_tokens(hyps[0], -(-self._buffer_idx // self.engine.subsampling))
         self._cache = (c_channel, c_time, c_len)
         self._hyp = hyps
-        # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of the
-        # stream (causal 8x subsampling: mel frame 0 -> encoder frame 0)
-        chunk_frame = -(-self._buffer_idx // self.engine.subsampling)
         self._buffer_idx += shift
         self._step += 1
         self.steps += 1
-        self._collect_tokens(hyps[0], chunk_frame)
         # forget features no future chunk or pre-encode cache can need
         keep = max(0, self._buffer_idx - self._pick(self.cfg.pre_encode_cache_size, False)) - self._feat_offset
         if keep > 0:
@@ -348,18 +366,29 @@ class BufferedSession(StreamingSession):
         self.windows = 0
 
     def accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        with self.engine.lock:
+            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
+
+    def finish(self) -> list[StreamEvent]:
+        with self.engine.lock:
+            return self._finish()
+
+    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
         self.policy.audio(audio)
         self._audio = np.concatenate([self._audio, audio])
         self._total += len(audio)
+        events: list[StreamEvent] = []
         while self._total >= self._next + self.chunk + self.side:
             self._decode_chunk()
-        return self._events()
+            events += self._events()  # per decoded chunk: independent of how the client slices audio
+        return events
 
-    def finish(self) -> list[StreamEvent]:
+    def _finish(self) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
         while self._next < self._total:
             self._decode_chunk()
-        return self._events() + self.policy.finish()
+            events += self._events()
+        return events + self._events() + self.policy.finish()
 
     def _decode_chunk(self) -> None:
         start, end = self._next, self._next + self.chunk

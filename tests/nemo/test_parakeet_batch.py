@@ -1,0 +1,184 @@
+"""The parakeet batch family on tiny real NeMo checkpoints (TDT and CTC), loaded through test-only variants.
+
+What is real here: the `.nemo` files (built and trained at test time), NeMo restore, the decoder
+heads, greedy decoding, timestamps, local attention, and the family's own batching. The models
+were trained only on beckett.wav, so on beckett they must say its words at its times; on any
+other audio their text is meaningless and only structure is checked.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dalston.catalog import Catalog
+from dalston.engine_sdk import (
+    SAMPLE_RATE,
+    TranscribeOptions,
+    Transcript,
+    UnsupportedOption,
+    create_engine,
+)
+from dalston.runtimes.nemo import NemoLoadError
+from tests.fixtures import nemo_models
+from tests.nemo.conftest import target_words, words_of
+
+BATCH_VARIANTS = ("parakeet-tiny-tdt", "parakeet-tiny-ctc")
+EN = TranscribeOptions(language="en")
+
+
+def check_timestamps(transcript: Transcript, duration: float) -> None:
+    """Segments and words in order, inside the audio, each segment holding exactly its words' text."""
+    previous_seg_end, previous_word_start = 0.0, 0.0
+    for i, segment in enumerate(transcript.segments):
+        assert segment.id == i
+        assert previous_seg_end - 1e-6 <= segment.start <= segment.end <= duration + 1e-6, segment
+        assert segment.words, f"segment without words: {segment}"
+        assert segment.text == " ".join(w.word for w in segment.words)
+        assert segment.start == segment.words[0].start and segment.end == segment.words[-1].end
+        for word in segment.words:
+            assert previous_word_start - 1e-6 <= word.start <= word.end <= duration + 1e-6, word
+            previous_word_start = word.start
+        previous_seg_end = segment.end
+    assert words_of(transcript.text) == words_of(" ".join(s.text for s in transcript.segments))
+
+
+@pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
+def test_loads_the_pinned_file_with_the_variants_decoder(load_variant, variant_id: str) -> None:
+    engine = load_variant(variant_id)
+    facts = engine.describe()
+    assert facts["device"] == "cpu"
+    assert facts["decoder"] == engine.spec.runtime.decoder
+    model = engine.model
+    if engine.spec.runtime.decoder == "ctc":
+        assert type(model).__name__ == "EncDecCTCModelBPE"
+    else:
+        # TDT greedy decoding is a different NeMo decoding class than RNNT; the durations come from the checkpoint
+        assert type(model).__name__ == "EncDecRNNTBPEModel"
+        assert "TDT" in type(model.decoding.decoding).__name__, type(model.decoding.decoding).__name__
+        assert list(model.decoding.decoding.durations) == nemo_models.TDT_DURATIONS
+    assert model.cfg.decoding.compute_timestamps is True
+
+
+@pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
+def test_beckett_words_and_timestamps(load_variant, clip, variant_id: str) -> None:
+    """The clip the tiny models were trained on: its words, in order, inside the audio, cut at sentence ends."""
+    audio = clip("beckett")
+    duration = len(audio) / SAMPLE_RATE
+    transcript = load_variant(variant_id).transcribe(audio, EN)
+    print(f"parakeet_tiny variant={variant_id} text={transcript.text!r}")
+    assert transcript.language == "en" and transcript.duration == pytest.approx(duration)
+    assert words_of(transcript.text) == target_words()
+    check_timestamps(transcript, duration)
+    # cased, punctuated output is cut into one segment per sentence
+    assert [s.text for s in transcript.segments] == list(nemo_models.PHRASES)
+    if variant_id == "parakeet-tiny-tdt":
+        # TDT word times come from predicted durations and land where the phrases are (the phrase
+        # boundaries are the pauses in the recording); CTC spike times are only ordered, not placed.
+        for segment, cut in zip(transcript.segments[1:], nemo_models.CUTS[1:-1]):
+            assert abs(segment.start - cut) < 0.4, (segment, cut)
+
+
+@pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
+def test_other_audio_gives_well_formed_output(load_variant, clip, variant_id: str) -> None:
+    """two_cities is not what the tiny models know: no claim about the words, only about the structure."""
+    audio = clip("two_cities")[: 20 * SAMPLE_RATE]  # under the 30 s local-attention threshold
+    transcript = load_variant(variant_id).transcribe(audio, EN)
+    check_timestamps(transcript, 20.0)
+
+
+def test_concurrent_requests_share_model_calls_and_match_single_results(load_variant, clip) -> None:
+    """N requests at once -> fewer than N model calls (micro-batching), same transcripts as one at a time."""
+    engine = load_variant("parakeet-tiny-tdt")
+    beckett = clip("beckett")
+    inputs = [beckett, beckett[: 6 * SAMPLE_RATE], clip("two_cities")[: 12 * SAMPLE_RATE], beckett[2 * SAMPLE_RATE:]]
+    alone = [engine.transcribe(a, EN) for a in inputs]
+    before = engine.batcher.stats.batches
+    results: list[Transcript | None] = [None] * len(inputs)
+    barrier = threading.Barrier(len(inputs))
+
+    def run(i: int) -> None:
+        barrier.wait()
+        results[i] = engine.transcribe(inputs[i], EN)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(inputs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    calls = engine.batcher.stats.batches - before
+    assert 1 <= calls < len(inputs), f"{len(inputs)} concurrent requests took {calls} model calls"
+    assert max(list(engine.batcher.stats.sizes)[-calls:]) > 1
+    for single, batched in zip(alone, results):
+        assert batched is not None
+        assert batched.text == single.text
+        assert [(w.word, w.start, w.end) for w in batched.words] == [(w.word, w.start, w.end) for w in single.words]
+
+
+@pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
+def test_long_audio_switches_to_local_attention_and_back(load_variant, clip, variant_id: str) -> None:
+    """44 s > local_attention_above_seconds (30 in the test variant): decoded with local attention, then restored."""
+    engine = load_variant(variant_id)
+    short_before = engine.transcribe(clip("beckett"), EN)
+    calls = engine.long_audio_calls
+    audio = clip("two_cities")
+    transcript = engine.transcribe(audio, EN)
+    assert engine.long_audio_calls == calls + 1
+    check_timestamps(transcript, len(audio) / SAMPLE_RATE)
+    encoder = engine.model.encoder
+    assert encoder.self_attention_model == "rel_pos"
+    assert list(encoder.att_context_size) == [-1, -1]
+    assert engine.transcribe(clip("beckett"), EN) == short_before
+
+
+def test_local_attention_really_changes_the_encoder(load_variant, clip) -> None:
+    """The long path is not a no-op: forcing it on the training clip changes the encoder's attention layers."""
+    engine = load_variant("parakeet-tiny-tdt")
+    layer = engine.model.encoder.layers[0].self_attn
+    before = type(layer).__name__
+    engine.model.change_attention_model("rel_pos_local_attn", [32, 32], update_config=False)
+    try:
+        assert type(engine.model.encoder.layers[0].self_attn).__name__ != before
+    finally:
+        engine.model.change_attention_model("rel_pos", [-1, -1], update_config=False)
+    assert type(engine.model.encoder.layers[0].self_attn).__name__ == before
+
+
+def test_translate_and_foreign_language_are_clear_errors(load_variant, clip) -> None:
+    engine = load_variant("parakeet-tiny-tdt")
+    with pytest.raises(UnsupportedOption) as err:
+        engine.transcribe(clip("beckett"), TranscribeOptions(task="translate"))
+    assert err.value.param == "task" and "translation" in err.value.message
+    with pytest.raises(UnsupportedOption) as err:
+        engine.transcribe(clip("beckett"), TranscribeOptions(language="de"))
+    assert err.value.param == "language"
+
+
+@pytest.mark.parametrize("samples", [0, 100])
+def test_empty_and_tiny_audio_give_an_empty_transcript(load_variant, samples: int) -> None:
+    transcript = load_variant("parakeet-tiny-ctc").transcribe(np.zeros(samples, dtype=np.float32), EN)
+    assert transcript.text == "" and transcript.segments == ()
+
+
+def test_missing_weight_file_is_a_clear_load_error(nemo_engines_root: Path, tmp_path: Path) -> None:
+    engine = create_engine(Catalog.load(nemo_engines_root).get("parakeet-tiny-tdt"))
+    with pytest.raises(NemoLoadError, match="parakeet-tiny-tdt.nemo.*missing.*dalston models pull"):
+        engine.load(tmp_path)
+
+
+def test_decoder_the_checkpoint_lacks_is_a_clear_load_error(nemo_engines_root: Path, nemo_model_root: Path,
+                                                             tmp_path: Path) -> None:
+    """A variant saying `decoder: tdt` over a CTC-only checkpoint must not silently serve CTC."""
+    ctc = Catalog.load(nemo_engines_root).get("parakeet-tiny-ctc")
+    text = (ctc.dir / "variants" / "tiny-ctc.yaml").read_text().replace("decoder: ctc", "decoder: tdt")
+    text = text.replace("id: parakeet-tiny-ctc", "id: parakeet-tiny-wrong")
+    (ctc.dir / "variants" / "tiny-wrong.yaml").write_text(text)
+    try:
+        engine = create_engine(Catalog.load(nemo_engines_root).get("parakeet-tiny-wrong"))
+        with pytest.raises(NemoLoadError, match="runtime.decoder is 'tdt' but this checkpoint .* has only: ctc"):
+            engine.load(nemo_model_root / "parakeet-tiny-ctc")
+    finally:
+        (ctc.dir / "variants" / "tiny-wrong.yaml").unlink()
