@@ -127,16 +127,25 @@ class ParakeetEngine(Engine):
                     list(encoder_cfg.get("att_context_size", [-1, -1])),
                     int(encoder_cfg.get("subsampling_conv_chunking_factor", 1)))
         context = list(runtime.local_attention_context or [256, 256])
+        try:
+            self.model.change_attention_model("rel_pos_local_attn", context, update_config=False)
+            self.model.change_subsampling_conv_chunking_factor(1, update_config=False)
+        except (ValueError, NotImplementedError, AttributeError, RuntimeError) as exc:  # no local attention here
+            log.warning("parakeet_long_audio engine_id=%s seconds=%.1f mode=full_attention reason=%r",
+                        self.spec.id, len(audio) / SAMPLE_RATE, f"{type(exc).__name__}: {exc}")
+            self._restore_attention(original)
+            return self._decode([audio])[0]
         log.info("parakeet_long_audio engine_id=%s seconds=%.1f mode=local_attention context=%s",
                  self.spec.id, len(audio) / SAMPLE_RATE, context)
-        self.model.change_attention_model("rel_pos_local_attn", context, update_config=False)
-        self.model.change_subsampling_conv_chunking_factor(1, update_config=False)
         try:
             self.long_audio_calls += 1
             return self._decode([audio])[0]
         finally:
-            self.model.change_attention_model(original[0], original[1], update_config=False)
-            self.model.change_subsampling_conv_chunking_factor(original[2], update_config=False)
+            self._restore_attention(original)
+
+    def _restore_attention(self, original: tuple[str, list[int], int]) -> None:
+        self.model.change_attention_model(original[0], original[1], update_config=False)
+        self.model.change_subsampling_conv_chunking_factor(original[2], update_config=False)
 
     def _to_transcript(self, hyp: Any, request: _Request) -> Transcript:
         duration = len(request.audio) / SAMPLE_RATE
