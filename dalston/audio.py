@@ -78,6 +78,9 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
     limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
     try:
         with av.open(handle, mode="r", metadata_errors="ignore") as container:
+            if not container.streams:
+                raise AudioError("invalid_audio", f"the file is not a recognised audio or video container "
+                                                  f"(probed as '{container.format.name}' with no streams)")
             if not container.streams.audio:
                 raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
             stream = container.streams.audio[0]

@@ -6,7 +6,7 @@ real transcription must still come back right and `/health` must answer.
 
 from __future__ import annotations
 
-import os
+import random
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -50,7 +50,7 @@ CASES = [
     Case("no file field", 400, "missing_file", data={"model": "whisper-base"}),
     Case("file sent as a text field", 400, "invalid_parameter", data={"file": "hello"}),
     Case("empty file", 400, "empty_file", files=_file("empty.wav", lambda _: b"")),
-    Case("random bytes", 400, "invalid_audio", files=_file("noise.mp3", lambda _: os.urandom(50_000))),
+    Case("random bytes", 400, "invalid_audio", files=_file("noise.mp3", lambda _: random.Random(7).randbytes(50_000))),
     Case("truncated wav (header cut)", 400, "invalid_audio", files=_file("cut.wav", lambda t: _clip(t)[:40])),
     Case("truncated wav (data cut)", 400, "truncated_audio", files=_file("half.wav", lambda t: _clip(t)[:150_000])),
     Case("video without audio", 400, "no_audio_stream",
