@@ -158,8 +158,8 @@ class NemoStreaming(_Strict):
 
     mode: Literal["cache-aware", "buffered"]
     att_context_size: list[int] | None = Field(None, min_length=2, max_length=2, description="[left, right] frames")
-    chunk_seconds: float | None = Field(None, gt=0)
-    context_seconds: float | None = Field(None, gt=0)
+    chunk_seconds: float | None = Field(None, gt=0, description="buffered: audio decided per step")
+    context_seconds: float | None = Field(None, gt=0, description="buffered: the whole decode window around a chunk")
 
     @model_validator(mode="after")
     def _mode_fields(self) -> NemoStreaming:

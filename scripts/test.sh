@@ -17,6 +17,11 @@ started=$SECONDS
 echo "test phase=assets seconds=$((SECONDS - started))"
 
 started=$SECONDS
+# Tiny real NeMo checkpoints (trained on CPU, cached by recipe hash) built up front, not inside a test.
+"$PYTHON" -m tests.fixtures.nemo_models
+echo "test phase=nemo_models seconds=$((SECONDS - started))"
+
+started=$SECONDS
 status=0
 # A per-test ceiling so one hung test cannot eat the CI budget (pytest-timeout, from the dev extra).
 "$PYTHON" -m pytest -q --timeout "${DALSTON_TEST_TIMEOUT:-900}" "$@" || status=$?
