@@ -62,3 +62,11 @@ def model_dir_for(session_model_root: Path):
 def engines_with_test_variants(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """engines/ plus test-only variants (e.g. whisper-tiny-en); pass as DALSTON_ENGINES_DIR / Catalog.load(root)."""
     return assets.engines_tree(tmp_path_factory.mktemp("engines-tree"))
+
+
+@pytest.fixture(scope="session")
+def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A keys file accepting `tests.fixtures.serving.TEST_KEY` (dk_test), stored as its SHA-256 digest."""
+    from tests.fixtures.serving import write_keys_file
+
+    return write_keys_file(tmp_path_factory.mktemp("keys") / "keys.txt")

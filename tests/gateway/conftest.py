@@ -7,7 +7,6 @@ mid-request, upstream timeouts, WebSocket framing) only happen over real connect
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import socket
 import threading
 import time
@@ -20,8 +19,8 @@ import uvicorn
 from dalston.auth import KeyStore
 from dalston.catalog import Catalog
 from dalston.gateway.app import GatewayConfig, create_gateway_app
+from tests.fixtures.serving import TEST_KEY  # noqa: F401 (re-exported to the gateway tests)
 
-TEST_KEY = "dk_test"
 INTERNAL_TOKEN = "internal-test-token"
 
 
@@ -50,12 +49,6 @@ def serve(app: object, port: int | None = None) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
 
-
-@pytest.fixture(scope="session")
-def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("keys") / "keys.txt"
-    path.write_text(f"# test key dk_test\n{hashlib.sha256(TEST_KEY.encode()).hexdigest()}\n")
-    return path
 
 
 @pytest.fixture(scope="session")

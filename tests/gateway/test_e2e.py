@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import jiwer

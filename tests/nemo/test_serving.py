@@ -8,7 +8,6 @@ and WebSocket sockets.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import re
 from collections.abc import Iterator
@@ -23,18 +22,9 @@ import pytest
 from dalston.commands.stream import realtime_url, stream_audio
 from dalston.engine_sdk import SAMPLE_RATE
 from tests.fixtures import assets, nemo_models
-from tests.fixtures.serving import Running, running_server
+from tests.fixtures.serving import AUTH, TEST_KEY, Running, running_server
 from tests.nemo.conftest import target_words, words_of
 
-KEY = "dk_nemo_test"
-AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-@pytest.fixture(scope="module")
-def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("nemo-keys") / "keys.txt"
-    path.write_text(f"{hashlib.sha256(KEY.encode()).hexdigest()}\n")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +126,7 @@ def pcm16_roundtrip(samples: np.ndarray) -> np.ndarray:
 
 def test_realtime_session_over_websocket(streaming_server: Running, clip) -> None:
     audio = clip("beckett")
-    url = realtime_url(streaming_server.url, "parakeet-streaming-tiny", api_key=KEY)
+    url = realtime_url(streaming_server.url, "parakeet-streaming-tiny", api_key=TEST_KEY)
     result = asyncio.run(stream_audio(url, audio, chunk_ms=160, language="en"))
     types = [e.type for e in result.events]
     assert types[0] == "session.begin" and types[-1] == "session.end" and "error" not in types, types
@@ -159,7 +149,7 @@ def test_realtime_session_over_websocket(streaming_server: Running, clip) -> Non
 
 def test_two_concurrent_realtime_sessions_are_isolated(streaming_server: Running, clip) -> None:
     a, b = clip("beckett"), clip("endgame_nagg_nell")[: 10 * SAMPLE_RATE]
-    url = realtime_url(streaming_server.url, "parakeet-streaming-tiny", api_key=KEY)
+    url = realtime_url(streaming_server.url, "parakeet-streaming-tiny", api_key=TEST_KEY)
 
     async def both() -> list[Any]:
         return await asyncio.gather(stream_audio(url, a, chunk_ms=160), stream_audio(url, b, chunk_ms=160))

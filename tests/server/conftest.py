@@ -2,25 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.fixtures.serving import Running, running_server
-
-TEST_KEY = "dk_test"
-AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
-
-
-@pytest.fixture(scope="session")
-def keys_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("server-keys") / "keys.txt"
-    path.write_text(f"# dk_test\n{hashlib.sha256(TEST_KEY.encode()).hexdigest()}\n")
-    return path
-
+from tests.fixtures.serving import AUTH, TEST_KEY, Running, running_server  # noqa: F401 (re-exported)
 
 @pytest.fixture(scope="session")
 def base_server(engines_with_test_variants: Path, model_dir_for, session_model_root: Path,
