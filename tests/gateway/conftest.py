@@ -7,47 +7,21 @@ mid-request, upstream timeouts, WebSocket framing) only happen over real connect
 from __future__ import annotations
 
 import contextlib
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import uvicorn
 
 from dalston.auth import KeyStore
 from dalston.catalog import Catalog
 from dalston.gateway.app import GatewayConfig, create_gateway_app
-from tests.fixtures.serving import TEST_KEY  # noqa: F401 (re-exported to the gateway tests)
+from tests.fixtures.serving import TEST_KEY, free_port, serve_app  # noqa: F401 (re-exported to the gateway tests)
 
 INTERNAL_TOKEN = "internal-test-token"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def serve(app: object, port: int | None = None) -> Iterator[str]:
-    """Run an ASGI app with uvicorn on 127.0.0.1 in a thread; yield its base URL; stop it after."""
-    port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="on", ws="websockets-sansio"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("test server did not start")
-        time.sleep(0.01)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(10)
+#: Run an ASGI app under uvicorn on loopback in a thread (the one runner every suite uses).
+serve = serve_app
 
 
 

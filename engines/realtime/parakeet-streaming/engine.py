@@ -203,7 +203,30 @@ class _WordBuilder:
         self.first_index += drop
 
 
-class CacheAwareSession(StreamingSession):
+class _LockedSession(StreamingSession):
+    """Sessions of one engine take turns on the model: each call runs under the engine's lock.
+
+    Subclasses implement `_accept` (given flat float32 audio) and `_finish`.
+    """
+
+    engine: ParakeetStreamingEngine
+
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        with self.engine.lock:
+            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
+
+    def finish(self) -> list[StreamEvent]:
+        with self.engine.lock:
+            return self._finish()
+
+    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        raise NotImplementedError
+
+    def _finish(self) -> list[StreamEvent]:
+        raise NotImplementedError
+
+
+class CacheAwareSession(_LockedSession):
     """One stream through a cache-aware encoder: its own feature buffer, encoder caches and hypothesis."""
 
     def __init__(self, engine: ParakeetStreamingEngine) -> None:
@@ -237,14 +260,6 @@ class CacheAwareSession(StreamingSession):
         return int(value)
 
     # ------------------------------------------------------------------ protocol
-    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
-
-    def finish(self) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._finish()
-
     def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
         self.policy.audio(audio)
         self._add_features(self.features.push(audio))
@@ -347,7 +362,7 @@ class CacheAwareSession(StreamingSession):
         return events
 
 
-class BufferedSession(StreamingSession):
+class BufferedSession(_LockedSession):
     """One stream decoded chunk by chunk inside a sliding window of left/right context."""
 
     def __init__(self, engine: ParakeetStreamingEngine) -> None:
@@ -364,14 +379,6 @@ class BufferedSession(StreamingSession):
         self._words: list[Word] = []
         self._first_index = 0
         self.windows = 0
-
-    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
-
-    def finish(self) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._finish()
 
     def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
         self.policy.audio(audio)
