@@ -67,12 +67,29 @@ def _dep_entries(value: object) -> list[dict]:
     return [v if isinstance(v, dict) else {"version": v} for v in value]  # type: ignore[union-attr]
 
 
-def _spec(text: str) -> SpecifierSet:
-    """A lock constraint as a specifier set: "*" is anything, a bare "2.16.2" means ==2.16.2."""
-    text = text.strip()
-    if text in ("", "*"):
-        return SpecifierSet()
-    return SpecifierSet(f"=={text}" if text[0].isdigit() else text)
+class Constraint:
+    """A lock dependency constraint: Poetry writes unions as `A || B` (e.g. ">=1.10,<2.0 || >=2.4.dev0,<3"),
+    which PEP 440 specifier sets cannot express, so a constraint is any-of several specifier sets."""
+
+    def __init__(self, text: str) -> None:
+        text = text.strip()
+        parts = [part.strip() for part in text.split("||")] if text not in ("", "*") else []
+        self.text = text if parts else ""
+        self.alternatives = [SpecifierSet(f"=={part}" if part[0].isdigit() else part) for part in parts]
+
+    def __contains__(self, version: Version) -> bool:
+        return not self.alternatives or any(version in alt for alt in self.alternatives)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __bool__(self) -> bool:
+        return bool(self.alternatives)
+
+
+def _spec(text: str) -> Constraint:
+    """A lock constraint: "*" is anything, a bare "2.16.2" means ==2.16.2, `||` separates alternatives."""
+    return Constraint(text)
 
 
 def load_lock(path: Path) -> tuple[list[Locked], dict[str, list[str]]]:
