@@ -32,23 +32,7 @@ fi
 
 # System tools: ffmpeg (audio), nix (flake outputs), jq, espeak-ng + sox (synthetic speech in tests).
 if [[ $system == 1 ]]; then
-  declare -A tool_pkg=([ffmpeg]=ffmpeg [nix-instantiate]=nix-bin [jq]=jq [espeak-ng]=espeak-ng [sox]=sox)
-  missing=()
-  for tool in "${!tool_pkg[@]}"; do
-    command -v "$tool" >/dev/null 2>&1 || missing+=("${tool_pkg[$tool]}")
-  done
-  if [[ ${#missing[@]} -gt 0 ]]; then
-    if [[ $(id -u) == 0 ]] && command -v apt-get >/dev/null 2>&1; then
-      log "apt_install packages=${missing[*]}"
-      export DEBIAN_FRONTEND=noninteractive
-      if ! { apt-get update -qq </dev/null >/dev/null &&
-             apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null >/dev/null; }; then
-        log "warning=apt_install_failed packages=${missing[*]} (tests needing them will fail or skip)"
-      fi
-    else
-      log "warning=missing_system_tools packages=${missing[*]} (install them with your package manager)"
-    fi
-  fi
+  bash scripts/system-packages.sh ffmpeg:ffmpeg nix-instantiate:nix-bin jq:jq espeak-ng:espeak-ng sox:sox
 fi
 
 "$PYTHON" scripts/install.py --extras "$extras" "${pass[@]}"

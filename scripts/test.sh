@@ -10,6 +10,8 @@ export NIX_CONFIG="${NIX_CONFIG:-$'experimental-features = nix-command flakes\ns
 
 started=$SECONDS
 bash scripts/setup.sh --extras whisper,server,dev,nemo
+# Services the tests run for real: redis-server (registry, job queues) and chromium (web console).
+bash scripts/system-packages.sh redis-server:redis-server chromium:chromium
 echo "test phase=setup seconds=$((SECONDS - started))"
 
 started=$SECONDS
