@@ -1,7 +1,8 @@
 """Render a `Transcript` in the OpenAI audio API's response formats.
 
 json / text / srt / vtt / verbose_json, shaped as OpenAI's `/v1/audio/transcriptions` returns them,
-plus the SSE events of `stream=true`. Families never format output; this module is the only place
+plus the SSE events of `stream=true` (with `verbose_json`, a dalston extension: segment events with
+times, and the whole body in the done event). Families never format output; this module is the only place
 that knows what a subtitle timestamp looks like.
 """
 
@@ -11,7 +12,7 @@ import json
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from dalston.engine_sdk.types import Segment, Transcript
+from dalston.engine_sdk.types import Segment, Transcript, Word
 
 ResponseFormat = Literal["json", "text", "srt", "vtt", "verbose_json"]
 RESPONSE_FORMATS: tuple[str, ...] = ("json", "text", "srt", "vtt", "verbose_json")
@@ -57,8 +58,7 @@ def verbose_json(transcript: Transcript, *, task: str = "transcribe",
              "no_speech_prob": s.no_speech_prob}
             for s in transcript.segments]
     if "word" in wanted:
-        body["words"] = [{"word": w.word.strip(), "start": _t(w.start), "end": _t(w.end), "probability": w.probability}
-                         for w in transcript.words]
+        body["words"] = [_word(w) for w in transcript.words]
     return body
 
 
@@ -82,8 +82,25 @@ def delta_event(delta: str) -> bytes:
     return sse_event({"type": "transcript.text.delta", "delta": delta})
 
 
-def done_event(text: str) -> bytes:
-    return sse_event({"type": "transcript.text.done", "text": text})
+def segment_event(segment: Segment, *, words: bool = False) -> bytes:
+    """`transcript.text.segment`: OpenAI sends it for `diarized_json`; dalston for `verbose_json` streams.
+
+    It carries the times a delta lacks, so a client can place text on the audio as it is decoded.
+    """
+    payload: dict[str, Any] = {"type": "transcript.text.segment", "id": f"seg_{segment.id}",
+                               "start": _t(segment.start), "end": _t(segment.end), "text": segment.text}
+    if words:
+        payload["words"] = [_word(w) for w in segment.words]
+    return sse_event(payload)
+
+
+def done_event(text: str, verbose: dict[str, Any] | None = None) -> bytes:
+    """`transcript.text.done`; for a `verbose_json` stream it also carries that body's fields (segments, words…)."""
+    return sse_event({**(verbose or {}), "type": "transcript.text.done", "text": text})
+
+
+def _word(w: Word) -> dict[str, Any]:
+    return {"word": w.word.strip(), "start": _t(w.start), "end": _t(w.end), "probability": w.probability}
 
 
 def _captions(segments: Iterable[Segment]) -> list[Segment]:

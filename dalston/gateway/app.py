@@ -30,6 +30,7 @@ from dalston.gateway import proxy
 from dalston.gateway.instances import InstanceRegistry
 from dalston.gateway.metrics import GatewayMetrics
 from dalston.gateway.sniff import SniffError, sniff_model
+from dalston.model_card import card_fields
 from dalston.models import ModelNotFound, ModelRegistry
 from dalston.registration import spec_digest
 from dalston.server.errors import openai_error
@@ -162,10 +163,8 @@ def _too_large(state: GatewayState) -> Response:
 def model_json(state: GatewayState, engine_id: str) -> dict[str, Any]:
     entry = state.config.catalog.engines[engine_id]
     live = state.instances.live(engine_id)
-    return {"id": engine_id, "object": "model", "created": 0, "owned_by": "dalston",
-            "stage": entry.stage, "family": entry.family, "version": entry.spec.version,
-            "aliases": state.models.aliases_for(engine_id), "streaming": entry.spec.is_streaming,
-            "available": bool(live), "live_instances": len(live),
+    return {"id": engine_id, "object": "model", "created": 0, "owned_by": "dalston", **card_fields(entry.spec),
+            "family": entry.family, "aliases": state.models.aliases_for(engine_id), "available": bool(live), "live_instances": len(live),
             "in_flight": sum(i.in_flight for i in live)}
 
 

@@ -27,7 +27,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
 from dalston.audio import AudioError, DecodedAudio, decode_audio
-from dalston.engine_sdk import PrepareEngine, StreamingEngine, TranscribeOptions, UnsupportedOption
+from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, TranscribeOptions, Transcript,
+                                UnsupportedOption)
+from dalston.model_card import card_fields
 from dalston.models import ModelNotFound
 from dalston.server.errors import ApiError, openai_error
 from dalston.server.metrics import CONTENT_TYPE
@@ -231,8 +233,9 @@ async def _metrics(request: Request) -> Response:
 
 def _model_cards(state: ServerState) -> list[dict[str, Any]]:
     spec = state.spec
-    card = {"object": "model", "created": 0, "owned_by": "dalston", "root": spec.id, "stage": spec.stage,
-            "name": spec.name, "version": spec.version}
+    card = {"object": "model", "created": 0, "owned_by": "dalston", "root": spec.id, **card_fields(spec),
+            "aliases": state.registry.aliases_for(spec.id), "device": state.engine.device,
+            "available": state.ready.is_set() and not state.draining}
     return [{"id": spec.id, **card}] + [{"id": alias, **card} for alias in state.registry.aliases_for(spec.id)]
 
 
@@ -409,9 +412,9 @@ def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
     if raw_stream not in _TRUE | _FALSE:
         raise ApiError(400, f"stream must be true or false, got '{raw_stream}'", "invalid_parameter", param="stream")
     stream = raw_stream in _TRUE
-    if stream and response_format not in ("json", "text"):
-        raise ApiError(400, "stream=true supports response_format json or text only (as in the OpenAI API)",
-                       "invalid_parameter", param="stream")
+    if stream and response_format not in ("json", "text", "verbose_json"):
+        raise ApiError(400, "stream=true supports response_format json, text (as in the OpenAI API) or verbose_json "
+                            "(segment events with times)", "invalid_parameter", param="stream")
 
     if task == "translate" and not spec.capabilities.translation:
         raise ApiError(400, f"{spec.id} cannot translate (capabilities.translation is false); use "
@@ -501,6 +504,8 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
         nonlocal cancelled
         started = time.perf_counter()
         texts: list[str] = []
+        segments: list[Segment] = []
+        verbose = params.response_format == "verbose_json"
         try:
             worker = loop.run_in_executor(state.executor, produce)
             while (item := await queue.get()) is not _DONE:
@@ -512,7 +517,14 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
                 if item.text:
                     yield formats.delta_event((" " if texts else "") + item.text)
                     texts.append(item.text)
-            yield formats.done_event(" ".join(texts))
+                    if verbose:
+                        segments.append(item)
+                        yield formats.segment_event(item, words=params.options.word_timestamps)
+            body = None
+            if verbose:  # the language is known only when the request named it: segments do not carry it
+                transcript = Transcript(" ".join(texts), params.options.language, audio.duration, tuple(segments))
+                body = formats.verbose_json(transcript, task=params.options.task, granularities=params.granularities)
+            yield formats.done_event(" ".join(texts), body)
             await worker
             state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
         finally:

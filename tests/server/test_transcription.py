@@ -125,6 +125,29 @@ def test_sse_deltas_concatenate_to_the_final_text(client, two_cities):
     assert assets.normalize_words(events[-1]["text"]) == assets.normalize_words(text)
 
 
+def test_sse_verbose_json_streams_segments_with_times(client):
+    """dalston extension: stream=true + verbose_json adds segment events and the whole body in the done event."""
+    clip = assets.speech_clip("beckett")
+    plain = post_audio(client, clip, response_format="verbose_json", language="en",
+                       **{"timestamp_granularities[]": ["word", "segment"]}).json()
+    response = post_audio(client, clip, stream="true", response_format="verbose_json", language="en",
+                          **{"timestamp_granularities[]": ["word", "segment"]})
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    kinds = [e["type"] for e in events]
+    assert kinds[-1] == "transcript.text.done"
+    assert kinds[:-1] == ["transcript.text.delta", "transcript.text.segment"] * ((len(kinds) - 1) // 2)
+    segments = [e for e in events if e["type"] == "transcript.text.segment"]
+    assert [s["id"] for s in segments] == [f"seg_{s['id']}" for s in plain["segments"]]
+    assert [(s["start"], s["end"], s["text"]) for s in segments] == [
+        (s["start"], s["end"], s["text"]) for s in plain["segments"]]
+    assert [w for s in segments for w in s["words"]] == plain["words"]
+    done = events[-1]
+    assert "".join(e["delta"] for e in events if e["type"] == "transcript.text.delta") == done["text"]
+    assert {k: v for k, v in done.items() if k != "type"} == plain
+    assert assets.normalize_words(done["text"]) == assets.reference_words("beckett")
+
+
 def test_translation_endpoint_returns_english(client):
     response = post_audio(client, assets.speech_clip("beckett"), "/v1/audio/translations", response_format="verbose_json")
     assert response.status_code == 200, response.text
@@ -138,7 +161,12 @@ def test_models_and_capabilities(client, base_server):
     assert listing["object"] == "list"
     assert {m["id"] for m in listing["data"]} == {"whisper-base", "fast"}
     assert all(m["root"] == "whisper-base" and m["object"] == "model" for m in listing["data"])
-    assert client.get("/v1/models/fast").json()["root"] == "whisper-base"
+    card = client.get("/v1/models/fast").json()
+    assert card["root"] == "whisper-base"
+    # the card fields the web console shows, the same names as on the gateway
+    assert card["stage"] == "transcribe" and card["languages"] == ["multilingual"] and card["aliases"] == ["fast"]
+    assert card["device"] == "cpu" and card["available"] is True and card["word_timestamps"] is True
+    assert card["hardware"] == {"gpu": "optional", "cpu": True}
     missing = client.get("/v1/models/whisper-large-v3")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "model_not_found"
     caps = client.get("/v1/capabilities").json()
