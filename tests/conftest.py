@@ -16,6 +16,7 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 from tests.fixtures import assets  # noqa: E402  (after the environment above)
+from tests.fixtures.redis import redis_server  # noqa: E402,F401  (a real redis-server on a free port)
 
 
 @pytest.fixture(scope="session")
