@@ -2,9 +2,11 @@
 
 from dalston.engine_sdk.base import SAMPLE_RATE, Engine, PrepareEngine, StreamingEngine, StreamingSession, UnsupportedOption
 from dalston.engine_sdk.loader import EngineLoadError, create_engine, load_engine_class
-from dalston.engine_sdk.types import Segment, StreamEvent, Task, Transcript, TranscribeOptions, Word
+from dalston.engine_sdk.events import Final, Partial, SpeechStarted, SpeechStopped, StreamEvent, TurnDetection
+from dalston.engine_sdk.types import Segment, Task, Transcript, TranscribeOptions, Word
 
 __all__ = [
-    "SAMPLE_RATE", "Engine", "EngineLoadError", "PrepareEngine", "Segment", "StreamEvent", "StreamingEngine", "StreamingSession",
-    "Task", "Transcript", "TranscribeOptions", "UnsupportedOption", "Word", "create_engine", "load_engine_class",
+    "SAMPLE_RATE", "Engine", "EngineLoadError", "Final", "Partial", "PrepareEngine", "Segment", "SpeechStarted",
+    "SpeechStopped", "StreamEvent", "StreamingEngine", "StreamingSession", "Task", "Transcript", "TranscribeOptions",
+    "TurnDetection", "UnsupportedOption", "Word", "create_engine", "load_engine_class",
 ]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dalston.engine_sdk.types import Segment, StreamEvent, Transcript, TranscribeOptions
+from dalston.engine_sdk.events import StreamEvent, TurnDetection
+from dalston.engine_sdk.types import Segment, Transcript, TranscribeOptions
 from dalston.spec import EngineSpec
 
 SAMPLE_RATE = 16000
@@ -80,8 +81,12 @@ class StreamingEngine(Engine):
     """A family that also (or only) serves realtime sessions."""
 
     @abstractmethod
-    def open_session(self, language: str | None = None) -> StreamingSession:
-        """A fresh session sharing the loaded model but none of the state."""
+    def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
+        """A fresh session sharing the loaded model but none of the state.
+
+        `turn`: the client's utterance segmentation (OpenAI `server_vad` parameters); None, or a
+        None field, means the variant's own defaults.
+        """
 
 
 class PrepareEngine(Engine):

@@ -1,12 +1,13 @@
 """What every engine family returns: a transcript with segments and words, and streaming events.
 
 Times are seconds from the start of the audio. The server renders these into every response format
-(json, text, srt, vtt, verbose_json, SSE, realtime events), so families never format output.
+(json, text, srt, vtt, verbose_json, SSE), so families never format output. Realtime events are
+in `dalston.engine_sdk.events`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 Task = Literal["transcribe", "translate"]
@@ -57,19 +58,3 @@ class TranscribeOptions:
     word_timestamps: bool = False
     beam_size: int | None = None
     vad_filter: bool | None = None
-
-
-StreamEventType = Literal[
-    "vad.speech_start", "vad.speech_end", "transcript.partial", "transcript.final"
-]
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """One realtime event a streaming session emits; `data` is the JSON body beside `type`."""
-
-    type: StreamEventType
-    data: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"type": self.type, **self.data}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import math
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -27,7 +26,8 @@ import numpy as np
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dalston.engine_sdk import SAMPLE_RATE, StreamEvent, StreamingEngine, StreamingSession
+from dalston.engine_sdk import SAMPLE_RATE, Final, StreamEvent, StreamingEngine, StreamingSession
+from dalston.realtime import native_protocol
 
 log = logging.getLogger("dalston.realtime")
 
@@ -396,10 +396,6 @@ class _SessionHandler:
 
     async def _emit(self, events: list[StreamEvent]) -> None:
         for event in events:
-            if event.type == "transcript.final":
+            if isinstance(event, Final):
                 self.finals += 1
-            body = event.to_json()
-            for key, value in body.items():
-                if isinstance(value, float) and not math.isfinite(value):
-                    body[key] = None
-            await self.send(body)
+            await self.send(native_protocol.render(event))

@@ -42,15 +42,15 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from dalston.engine_sdk.base import StreamingSession
-from dalston.engine_sdk.types import StreamEvent, Word
-from dalston.streaming.vad import EnergyVad, VadConfig
+from dalston.engine_sdk.events import Final, Partial, SpeechStarted, SpeechStopped, StreamEvent, TurnDetection
+from dalston.engine_sdk.types import Word
+from dalston.streaming.vad import EnergyVad, VadConfig, vad_config_for
 
 #: decode(audio, prompt) -> words with times in seconds relative to the start of `audio`.
 Decoder = Callable[[np.ndarray, str], Sequence[Word]]
 
 _SENTENCE_END = re.compile(r"[.?!。？！]['\"”’)]*$")
 _PROMPT_CHARS = 200
-_PREROLL_S = 0.5  # lead-in audio kept before the VAD's speech start (soft onsets such as "In short")
 _DUP_TOLERANCE_S = 0.1
 _TAIL_S = 0.3
 
@@ -85,8 +85,17 @@ class PolicyConfig:
     min_chunk_s: float = 1.0
     max_buffer_s: float = 15.0
     final_context_s: float = 6.0  # audio before the utterance that the final decode also sees
+    preroll_s: float = 0.5  # lead-in audio kept before the VAD's speech start (soft onsets such as "In short")
     sample_rate: int = 16000
     vad: VadConfig = VadConfig()
+
+    def with_turn(self, turn: TurnDetection | None) -> PolicyConfig:
+        """This config with a client's turn detection: VAD threshold and silence, and
+        `prefix_padding_ms` as the preroll (the audio before the onset that is decoded with it)."""
+        if turn is None:
+            return self
+        preroll = self.preroll_s if turn.prefix_padding_ms is None else max(0, turn.prefix_padding_ms) / 1000
+        return replace(self, vad=vad_config_for(turn, self.vad), preroll_s=preroll)
 
 
 class LocalAgreementSession(StreamingSession):
@@ -100,7 +109,7 @@ class LocalAgreementSession(StreamingSession):
         self._frame = self.vad.frame_samples
         self._min_chunk = int(self.config.min_chunk_s * sr)
         self._max_buffer = int(self.config.max_buffer_s * sr)
-        self._preroll_max = int(_PREROLL_S * sr)
+        self._preroll_max = int(self.config.preroll_s * sr)
         self._pending = np.zeros(0, dtype=np.float32)  # samples not yet a whole VAD frame
         self._recent_max = self._preroll_max + int(self.config.final_context_s * sr)
         self._recent = np.zeros(0, dtype=np.float32)  # the last preroll + final_context_s of the stream
@@ -139,7 +148,7 @@ class LocalAgreementSession(StreamingSession):
         self._pending = np.zeros(0, dtype=np.float32)
         if self.vad.in_speech:
             events.extend(self._end_utterance())
-            events.append(StreamEvent("vad.speech_end", {"time": round(self._now(), 3)}))
+            events.append(SpeechStopped(self._now()))
         return events
 
     # ------------------------------------------------------------------ internals
@@ -151,7 +160,7 @@ class LocalAgreementSession(StreamingSession):
         edge = self.vad.update(frame)
         if edge == "start":
             self._begin_utterance()
-            events.append(StreamEvent("vad.speech_start", {"time": round(self._utt_start, 3)}))
+            events.append(SpeechStarted(self._utt_start))
         self._samples_seen += len(frame)
         if self.vad.loud:
             self._last_loud = self._samples_seen
@@ -159,7 +168,7 @@ class LocalAgreementSession(StreamingSession):
             self._append(frame)
             if edge == "end":
                 events.extend(self._end_utterance())
-                events.append(StreamEvent("vad.speech_end", {"time": round(self._now(), 3)}))
+                events.append(SpeechStopped(self._now()))
             elif self._buffer_len >= self._max_buffer and self._since_decode >= self._min_chunk:
                 events.extend(self._step())  # a long backlog in one accept: keep the buffer bounded
         # Kept whatever the VAD said, so an utterance that starts soon after the previous one ended
@@ -231,16 +240,14 @@ class LocalAgreementSession(StreamingSession):
             events.append(partial)
         return events
 
-    def _partial_event(self) -> StreamEvent | None:
+    def _partial_event(self) -> Partial | None:
         words = self._committed + self._tentative
         text = join_words(words)
         if not text or text == self._last_partial:
             return None
         self._last_partial = text
-        return StreamEvent("transcript.partial", {
-            "text": text, "start": round(words[0].start, 3), "end": round(max(words[-1].end, self._now()), 3),
-            "committed": join_words(self._committed),
-        })
+        # stable="": the utterance's final is a fresh decode that may revise even committed words
+        return Partial(text, words[0].start, max(words[-1].end, self._now()), join_words(self._committed))
 
     def _trim(self) -> list[StreamEvent]:
         """Past max_buffer_s: finalize committed words up to the last sentence end and cut the audio there."""
@@ -294,14 +301,8 @@ class LocalAgreementSession(StreamingSession):
         # trim): a word belongs to the utterance when most of it lies after the buffer start.
         return [w for w in words if normalize_word(w.word) and (w.start + w.end) / 2 >= self._buffer_start]
 
-    def _final_event(self, words: list[Word]) -> StreamEvent:
+    def _final_event(self, words: list[Word]) -> Final:
         text = join_words(words)
         self._history.append(text)
         self._history = self._history[-8:]
-        return StreamEvent("transcript.final", {
-            "text": text,
-            "start": round(words[0].start, 3),
-            "end": round(words[-1].end, 3),
-            "words": [{"word": w.word.strip(), "start": round(w.start, 3), "end": round(w.end, 3),
-                       "probability": None if w.probability is None else round(w.probability, 4)} for w in words],
-        })
+        return Final(text, words[0].start, words[-1].end, tuple(replace(w, word=w.word.strip()) for w in words))

@@ -22,7 +22,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from dalston.engine_sdk.types import StreamEvent, Word
+from dalston.engine_sdk.events import Final, Partial, SpeechStarted, SpeechStopped, StreamEvent
+from dalston.engine_sdk.types import Word
 from dalston.streaming.vad import EnergyVad, VadConfig
 
 #: Words ending less than this before a speech start belong to that utterance; older ones are dropped.
@@ -150,7 +151,7 @@ class UtterancePolicy:
                 self._utt_start = edge.time
                 self._utt_words = []
                 self._last_partial = ""
-                events.append(StreamEvent("vad.speech_start", {"time": round(edge.time, 3)}))
+                events.append(SpeechStarted(edge.time))
             else:
                 events.extend(self._close(edge.time))
         if self._in_speech:
@@ -193,26 +194,19 @@ class UtterancePolicy:
         words, self._utt_words = self._utt_words, []
         self._in_speech = False
         self._last_partial = ""
-        events = []
+        events: list[StreamEvent] = []
         if words:
-            events.append(StreamEvent("transcript.final", {
-                "text": " ".join(w.word for w in words),
-                "start": round(min(words[0].start, end), 3),
-                "end": round(min(max(w.end for w in words), end), 3),
-                "words": [{"word": w.word, "start": round(w.start, 3), "end": round(w.end, 3),
-                           "probability": None if w.probability is None else round(w.probability, 4)}
-                          for w in words],
-            }))
-        events.append(StreamEvent("vad.speech_end", {"time": round(end, 3)}))
+            events.append(Final(" ".join(w.word for w in words), min(words[0].start, end),
+                                min(max(w.end for w in words), end), tuple(words)))
+        events.append(SpeechStopped(end))
         return events
 
-    def _partial(self) -> StreamEvent | None:
+    def _partial(self) -> Partial | None:
         words = self._utt_words + self._words + ([self._open] if self._open is not None else [])
         text = " ".join(w.word for w in words)
         if not text or text == self._last_partial:
             return None
         self._last_partial = text
-        return StreamEvent("transcript.partial", {
-            "text": text, "start": round(words[0].start, 3), "end": round(max(w.end for w in words), 3),
-            "committed": " ".join(w.word for w in self._utt_words),
-        })
+        committed = " ".join(w.word for w in self._utt_words)
+        # released words never change and the final joins them the same way: committed is stable
+        return Partial(text, words[0].start, max(w.end for w in words), committed, stable=committed)

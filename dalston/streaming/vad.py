@@ -8,10 +8,12 @@ floor adapts, so a constant hum or a quiet microphone does not read as endless s
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
+
+from dalston.engine_sdk.events import TurnDetection
 
 VadEdge = Literal["start", "end"]
 
@@ -25,6 +27,26 @@ class VadConfig:
     min_silence_ms: int = 800  # this much quiet audio in a row closes it
     margin_db: float = 14.0  # speech = this far above the adaptive noise floor ...
     floor_db: float = -50.0  # ... and at least this loud (dBFS), so digital silence is never speech
+
+
+#: OpenAI's server_vad `threshold` (0..1, default 0.5) mapped linearly onto `margin_db`: 0.5 -> 14 dB.
+_DB_PER_THRESHOLD = 28.0
+
+
+def vad_config_for(turn: TurnDetection | None, base: VadConfig | None = None) -> VadConfig:
+    """`base` (default VadConfig()) with the client's turn-detection fields that are set.
+
+    `threshold` scales how far above the noise floor speech must be (0.5 = the default 14 dB);
+    `silence_duration_ms` is the quiet that ends an utterance, rounded up to whole frames.
+    """
+    config = base or VadConfig()
+    if turn is None:
+        return config
+    if turn.threshold is not None:
+        config = replace(config, margin_db=_DB_PER_THRESHOLD * float(turn.threshold))
+    if turn.silence_duration_ms is not None:
+        config = replace(config, min_silence_ms=max(config.frame_ms, int(turn.silence_duration_ms)))
+    return config
 
 
 class EnergyVad:

@@ -85,7 +85,7 @@ ENGINE = {cls}
 '''
 
 _SESSION_METHOD = '''
-    def open_session(self, language: str | None = None) -> StreamingSession:
+    def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
         raise NotImplementedError("{name}: return a StreamingSession holding per-session state")
 '''
 
@@ -110,7 +110,7 @@ def scaffold(root: Path, name: str, stage: str, variants: list[str]) -> list[Pat
     cls = "".join(part.capitalize() for part in re.split(r"[-.]", name)) + "Engine"
     files[family_dir / "engine.py"] = _ENGINE_PY.format(
         name=name, cls=cls, base="StreamingEngine" if streaming else "Engine",
-        session_import=", StreamingSession" if streaming else "",
+        session_import=", StreamingSession, TurnDetection" if streaming else "",
         session_method=_SESSION_METHOD.format(name=name) if streaming else "",
     )
     for path, text in files.items():

@@ -20,6 +20,7 @@ pytest.importorskip("nemo.collections.asr", reason="needs the nemo extra (pip in
 from dalston.catalog import Catalog
 from dalston.commands.stream import load_audio_16k
 from dalston.engine_sdk import Engine, create_engine
+from dalston.realtime.native_protocol import render
 from tests.fixtures import assets, nemo_models
 
 
@@ -84,4 +85,4 @@ def target_words() -> list[str]:
 
 
 def as_dicts(events: list[Any]) -> list[dict[str, Any]]:
-    return [e.to_json() for e in events]
+    return [render(e) for e in events]

@@ -21,6 +21,7 @@ import pytest
 
 from dalston.commands.stream import realtime_url, stream_audio
 from dalston.engine_sdk import SAMPLE_RATE
+from dalston.realtime.native_protocol import render
 from tests.fixtures import assets, nemo_models
 from tests.fixtures.serving import AUTH, TEST_KEY, Running, running_server
 from tests.nemo.conftest import target_words, words_of
@@ -140,8 +141,8 @@ def test_realtime_session_over_websocket(streaming_server: Running, clip) -> Non
     direct = []
     received = pcm16_roundtrip(audio)
     for i in range(0, len(received), 2560):
-        direct += [e.to_json() for e in session.accept(received[i:i + 2560])]
-    direct += [e.to_json() for e in session.finish()]
+        direct += [render(e) for e in session.accept(received[i:i + 2560])]
+    direct += [render(e) for e in session.finish()]
     over_ws = [e.body for e in result.events if e.type not in ("session.begin", "session.end")]
     assert [e["type"] for e in over_ws] == [e["type"] for e in direct]
     assert [e.get("text") for e in over_ws] == [e.get("text") for e in direct]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from dalston.engine_sdk.types import Word
+from dalston.realtime.native_protocol import render
 from dalston.streaming.local_agreement import LocalAgreementSession, PolicyConfig
 
 SR = 16000
@@ -57,7 +58,7 @@ def run(audio: np.ndarray, config: PolicyConfig, decoder: RegionDecoder) -> list
     for i in range(0, len(audio), 2560):  # 160 ms chunks
         events += session.accept(audio[i:i + 2560])
     events += session.finish()
-    return [e.to_json() for e in events]
+    return [render(e) for e in events]
 
 
 def test_final_decode_sees_left_context_but_keeps_only_its_own_words() -> None:
@@ -109,7 +110,7 @@ def test_a_backlog_is_decoded_in_one_step_with_the_same_finals() -> None:
     paced_finals = [e["text"] for e in run(audio, PolicyConfig(), paced) if e["type"] == "transcript.final"]
     backlog = RegionDecoder()
     session = LocalAgreementSession(backlog, PolicyConfig())
-    events = [e.to_json() for e in session.accept(audio) + session.finish()]
+    events = [render(e) for e in session.accept(audio) + session.finish()]
     assert [e["text"] for e in events if e["type"] == "transcript.final"] == paced_finals == ["alpha", "beta"]
     assert len(backlog.calls) < len(paced.calls) / 2, (backlog.calls, paced.calls)
 

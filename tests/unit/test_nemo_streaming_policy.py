@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from dalston.engine_sdk import Word
+from dalston.realtime.native_protocol import render
 from dalston.runtimes.batching import MicroBatcher
 from dalston.streaming.utterances import LEAD_IN_S, UtterancePolicy
 
@@ -86,14 +87,14 @@ def test_policy_orders_events_and_waits_for_decoder_coverage() -> None:
     events += policy.words(words[:1], 0, decoded_until=1.5, last_open=False)
     kinds = [e.type for e in events]
     assert kinds == ["vad.speech_start", "transcript.partial"]
-    assert events[1].data["text"] == "hello"
+    assert render(events[1])["text"] == "hello"
     events += policy.words(words, 0, decoded_until=4.3, last_open=False)  # VAD heard 4.5 s
     kinds = [e.type for e in events]
     # the speech end (~3.8 s) is covered now: "world" goes straight into the final
     assert kinds == ["vad.speech_start", "transcript.partial", "transcript.final", "vad.speech_end"]
-    final = events[2].data
+    final = render(events[2])
     assert final["text"] == "hello world" and [w["word"] for w in final["words"]] == ["hello", "world"]
-    assert events[0].data["time"] <= 1.1 and events[-1].data["time"] >= 3.0
+    assert render(events[0])["time"] <= 1.1 and render(events[-1])["time"] >= 3.0
     assert policy.finish() == []
 
 
@@ -116,12 +117,12 @@ def test_policy_drops_words_long_before_speech_and_keeps_the_open_word_until_the
     events = policy.words([noise, onset, grow], 0, decoded_until=3.6, last_open=True)
     assert policy.dropped_words == 1 and 3.0 - LEAD_IN_S > noise.end
     assert [e.type for e in events] == ["vad.speech_start", "transcript.partial"]
-    assert events[-1].data["text"] == "soft gro" and events[-1].data["committed"] == "soft"
+    assert render(events[-1])["text"] == "soft gro" and render(events[-1])["committed"] == "soft"
     events = policy.words([onset, Word(3.2, 3.8, "grown")], 1, decoded_until=3.8, last_open=True)
-    assert events[-1].data["text"] == "soft grown"
+    assert render(events[-1])["text"] == "soft grown"
     events = policy.finish()
     assert [e.type for e in events] == ["transcript.final", "vad.speech_end"]
-    assert events[0].data["text"] == "soft grown"
+    assert render(events[0])["text"] == "soft grown"
 
 
 # ---------------------------------------------------------------------------------------------- buffered merge
@@ -170,7 +171,7 @@ def test_buffered_session_commits_each_word_once_from_the_window_that_centres_it
     for i in range(0, n, step):
         events += session.accept(audio[i:i + step])
     events += session.finish()
-    finals = [e.data for e in events if e.type == "transcript.final"]
+    finals = [render(e) for e in events if e.type == "transcript.final"]
     words = [w["word"] for f in finals for w in f["words"]]
     expected = [f"w{k}" for k in range(int(np.ceil(9.3 / 0.5)))]
     assert words == expected

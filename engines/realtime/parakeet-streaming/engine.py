@@ -39,12 +39,14 @@ from dalston.engine_sdk import (
     StreamingSession,
     TranscribeOptions,
     Transcript,
+    TurnDetection,
     UnsupportedOption,
     Word,
 )
 from dalston.runtimes import nemo as nemo_rt
 from dalston.streaming.features import IncrementalFeatures, streaming_preprocessor
 from dalston.streaming.utterances import UtterancePolicy
+from dalston.streaming.vad import VadConfig, vad_config_for
 
 log = logging.getLogger("dalston.engines.parakeet_streaming")
 
@@ -149,13 +151,14 @@ class ParakeetStreamingEngine(StreamingEngine):
             self._timestamps = enabled
 
     # ------------------------------------------------------------------ realtime
-    def open_session(self, language: str | None = None) -> StreamingSession:
+    def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
         if language is not None and language not in self.spec.capabilities.languages:
             raise UnsupportedOption("language", f"{self.spec.id} supports {', '.join(self.spec.capabilities.languages)}, "
                                                 f"not '{language}'")
+        vad = vad_config_for(turn)  # prefix_padding_ms: no effect, the model hears all audio anyway
         if self.mode == "cache-aware":
-            return CacheAwareSession(self)
-        return BufferedSession(self)
+            return CacheAwareSession(self, vad)
+        return BufferedSession(self, vad)
 
 
 class _WordBuilder:
@@ -229,14 +232,14 @@ class _LockedSession(StreamingSession):
 class CacheAwareSession(_LockedSession):
     """One stream through a cache-aware encoder: its own feature buffer, encoder caches and hypothesis."""
 
-    def __init__(self, engine: ParakeetStreamingEngine) -> None:
+    def __init__(self, engine: ParakeetStreamingEngine, vad: VadConfig | None = None) -> None:
         import torch
 
         self.engine = engine
         model = engine.model
         self.cfg = model.encoder.streaming_cfg
         self.features = IncrementalFeatures(engine.preprocessor, engine.lock)
-        self.policy = UtterancePolicy(sample_rate=SAMPLE_RATE)
+        self.policy = UtterancePolicy(vad, sample_rate=SAMPLE_RATE)
         self.words = _WordBuilder(model.tokenizer, engine.frame_seconds)
         n_mels = int(model.encoder._feat_in)
         self._feats = torch.zeros((1, n_mels, 0))  # feature frames from _feat_offset on (cache + unconsumed)
@@ -365,13 +368,13 @@ class CacheAwareSession(_LockedSession):
 class BufferedSession(_LockedSession):
     """One stream decoded chunk by chunk inside a sliding window of left/right context."""
 
-    def __init__(self, engine: ParakeetStreamingEngine) -> None:
+    def __init__(self, engine: ParakeetStreamingEngine, vad: VadConfig | None = None) -> None:
         streaming = engine.spec.runtime.streaming
         self.engine = engine
         self.chunk = round(streaming.chunk_seconds * SAMPLE_RATE)
         total = max(streaming.context_seconds, streaming.chunk_seconds)
         self.side = round((total - streaming.chunk_seconds) / 2 * SAMPLE_RATE)
-        self.policy = UtterancePolicy(sample_rate=SAMPLE_RATE)
+        self.policy = UtterancePolicy(vad, sample_rate=SAMPLE_RATE)
         self._audio = np.zeros(0, dtype=np.float32)
         self._offset = 0  # stream sample index of _audio[0]
         self._total = 0

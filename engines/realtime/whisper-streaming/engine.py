@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from dalston.engine_sdk import StreamingEngine, StreamingSession, Transcript, TranscribeOptions, Word
+from dalston.engine_sdk import StreamingEngine, StreamingSession, Transcript, TranscribeOptions, TurnDetection, Word
 from dalston.runtimes.faster_whisper import load_model, to_segments
 from dalston.streaming.local_agreement import LocalAgreementSession, PolicyConfig
 
@@ -51,8 +51,8 @@ class WhisperStreamingEngine(StreamingEngine):
             return PolicyConfig()
         return PolicyConfig(min_chunk_s=streaming.min_chunk_ms / 1000, max_buffer_s=streaming.max_buffer_seconds)
 
-    def open_session(self, language: str | None = None) -> StreamingSession:
-        return LocalAgreementSession(_WhisperDecoder(self, language), self.policy_config())
+    def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
+        return LocalAgreementSession(_WhisperDecoder(self, language), self.policy_config().with_turn(turn))
 
 
 class _WhisperDecoder:
