@@ -5,10 +5,16 @@
 #   3. app      dalston itself, the family entrypoint, this variant's engines tree, /tmp and /etc/passwd
 #   4. weights  this variant's pinned weights, last: the biggest and the most variant-specific
 #
-# Layers are nested (`buildLayer { layers = [ previous ]; }`) so each holds only what the previous
-# ones lack: nix2container lists an image's layers as the nested chain, in that order. The weights
-# path reaches the app only through the image Env (DALSTON_MODEL_DIR), never through a store
-# reference, so no model byte lands in the app layer. nix2container's tag is the spec version
+# WHY every layer is given ALL the layers below it (and buildImage the flat list): nix2container
+# skips a store path only if it is in a layer passed *directly* in `layers` (nix/layers.go
+# isPathInLayers over the given layers.json files, not the ones nested below them), and buildImage
+# adds a final layer for the closure of its config (PATH, LD_LIBRARY_PATH, DALSTON_MODEL_DIR name
+# store paths) deduplicated against its own `layers` argument only. With a nested chain, the
+# Python closure landed in deps, app and that final layer, CUDA in cuda and the final layer.
+# Now each path is in exactly one layer and the final layer is empty (so it is not created);
+# tests/nix/test_flake.py checks it for every variant. The weights path reaches the app only
+# through the image Env (DALSTON_MODEL_DIR), never through a store reference, so no model byte
+# lands in the app layer. nix2container's tag is the spec version
 # (`dalston-<id>:<version>`, as dalston.tools.deployment.image_name names it).
 #
 # Arguments: pkgs, nix2container (the set with buildImage/buildLayer that nix2container's flake
@@ -16,6 +22,7 @@
 # projectLicense (SPDX id of dalston itself, for org.opencontainers.image.licenses).
 { pkgs, nix2container, package, projectLicense ? null }:
 let
+  b = builtins;
   oci = import ./lib/oci.nix;
   families = import ./lib/runtime-family.nix;
 
@@ -40,6 +47,9 @@ let
   cudaLayer = family: cudaRuntime:
     nix2container.buildLayer { deps = cudaRuntime; layers = [ depsLayers.${family} ]; };
 
+  # The layers in image order, each built against all of the ones before it.
+  stack = builders: b.foldl' (below: build: below ++ [ (build below) ]) [ ] builders;
+
   imageFor = { entry, variantPackage, cudaPackages }:
     let
       spec = entry.spec;
@@ -49,14 +59,17 @@ let
       launcher = package.launchers.${family};
       inherit (variantPackage) weights engines;
 
-      base = if cudaRuntime == [ ] then depsLayers.${family} else cudaLayer family cudaRuntime;
-      appLayer = nix2container.buildLayer {
-        deps = [ app app.dependencyEnv launcher engines ];
-        copyToRoot = [ rootfs ];
-        perms = [{ path = rootfs; regex = "/tmp$"; mode = "1777"; }];
-        layers = [ base ];
-      };
-      weightsLayer = nix2container.buildLayer { deps = [ weights ]; layers = [ appLayer ]; };
+      layers = stack ([ (_: depsLayers.${family}) ]
+        ++ (if cudaRuntime == [ ] then [ ] else [ (_: cudaLayer family cudaRuntime) ])
+        ++ [
+        (below: nix2container.buildLayer {
+          deps = [ app app.dependencyEnv launcher engines ];
+          copyToRoot = [ rootfs ];
+          perms = [{ path = rootfs; regex = "/tmp$"; mode = "1777"; }];
+          layers = below;
+        })
+        (below: nix2container.buildLayer { deps = [ weights ]; layers = below; })
+      ]);
 
       env = {
         ENGINE_ID = spec.id;
@@ -82,7 +95,7 @@ let
         inherit (entry) stage;
         entrypoint = [ "${launcher}/bin/dalston-entrypoint" ];
       };
-      layers = [ weightsLayer ];
+      inherit layers;
       meta.description = "OCI image of ${spec.id} (dalston serve ${spec.id}, weights included)";
     };
 in

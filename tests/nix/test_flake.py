@@ -159,29 +159,35 @@ def test_images_layers_env_and_labels(repo: Path) -> None:
         "ps: builtins.mapAttrs (_: p: { weights = p.weights.outPath; engines = p.engines.outPath; }) "
         "(builtins.removeAttrs ps ([ \"default\" ] ++ builtins.filter (n: builtins.match \".*-(image|weights)\" n != null) (builtins.attrNames ps)))",
     )
-    deps_layer: dict[str, list[str]] = {}
+    deps_digest: dict[str, str] = {}
     for engine_id, entry in catalog.engines.items():
         image = images[f"{engine_id}-image"]
         spec = entry.spec
         family = "nemo" if spec.runtime is not None and spec.runtime.kind == "nemo" else "whisper"
         assert image["imageName"] == f"dalston-{engine_id}" and image["imageTag"] == spec.version
 
+        # nix2container (as the stand-in models it: direct-layer dedupe, config-closure layer):
+        # every store path in exactly one layer, and no extra layer for what the config names.
         layers = image["layers"]
         gpu = spec.container.gpu != "none" and family == "whisper"
+        assert not any(layer["customization"] for layer in layers), f"{engine_id}: the config names a path no layer holds"
         assert len(layers) == (4 if gpu else 3), engine_id
+        everywhere = [path for layer in layers for path in layer["paths"]]
+        assert len(everywhere) == len(set(everywhere)), f"{engine_id}: a store path is in two layers"
         deps, app, weights = layers[0], layers[-2], layers[-1]
-        assert deps["deps"][0].startswith("python3-3.12")
-        deps_layer.setdefault(family, deps["deps"])
-        assert deps["deps"] == deps_layer[family], f"{engine_id}: deps layer differs within the {family} family"
+        assert deps["deps"][0].startswith("python3-3.12") and "python3-3.12.10" in deps["names"]
+        assert deps_digest.setdefault(family, deps["digest"]) == deps["digest"], f"{engine_id}: deps layer differs within the {family} family"
         if gpu:
             assert [d.split("-")[0] for d in layers[1]["deps"]] == ["cuda_cudart", "libcublas", "cudnn"]
         assert app["deps"] == ["dalston-0.1.0", "python3.12-dalston-env", "dalston-entrypoint", f"{engine_id}-engines"]
         assert app["copyToRoot"] == ["dalston-rootfs"] and app["perms"][0]["mode"] == "1777"
-        assert weights == {"deps": [f"{engine_id}-weights"], "copyToRoot": [], "perms": []}
+        assert {"dalston-0.1.0", "dalston-rootfs", f"{engine_id}-engines"} <= set(app["names"])
+        assert (weights["deps"], weights["copyToRoot"], weights["perms"]) == ([f"{engine_id}-weights"], [], [])
+        assert f"{engine_id}-weights" in weights["names"]
         if family == "whisper":
-            assert not any("torch" in d or "nemo" in d for d in deps["deps"]), "Whisper images never carry torch or NeMo"
+            assert not any("torch" in d or "nemo" in d for d in deps["names"]), "Whisper images never carry torch or NeMo"
         else:
-            assert any("torch" in d for d in deps["deps"]) and any("nemo-toolkit" in d for d in deps["deps"])
+            assert any("torch" in d for d in deps["names"]) and any("nemo-toolkit" in d for d in deps["names"])
 
         config = image["config"]
         env = dict(item.split("=", 1) for item in config["Env"])
@@ -205,7 +211,7 @@ def test_images_layers_env_and_labels(repo: Path) -> None:
             assert labels["ai.dalston.model.license"] == spec.hf_compat.license
         else:
             assert "ai.dalston.model.source" not in labels
-    assert set(deps_layer) == {"whisper", "nemo"}
+    assert set(deps_digest) == {"whisper", "nemo"}
 
 
 def test_variant_package_bakes_in_its_weights_and_engines(repo: Path) -> None:

@@ -1,0 +1,98 @@
+"""The stand-ins model the real tools where the flake's correctness depends on them.
+
+Each test evaluates a stand-in directly (nix-instantiate, no flake) on a small input shaped like the
+one that broke the real build, and shows that the stand-in reproduces the real tool's behaviour
+(and so fails the old wiring) while the fixed wiring in nix/ passes. What each stand-in was checked
+against (repository, revision, path) is in its header and in docs/NIX.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.nix.nixutil import NIX_DIR, STANDINS, eval_error, eval_json, nix_literal
+
+pytestmark = pytest.mark.nix
+
+PRELUDE = f"""
+let
+  b = builtins;
+  pkgs = import {STANDINS}/nixpkgs/default.nix {{
+    system = "x86_64-linux";
+    config.allowUnfreePredicate = (import {NIX_DIR}/lib/runtime-family.nix).isCudaRuntime;
+  }};
+  n2c = import {STANDINS}/nix2container/nix2container.nix {{ inherit pkgs; }};
+  p2n = import {STANDINS}/poetry2nix/poetry2nix.nix {{ inherit pkgs; }};
+  cuda = pkgs.cudaPackages_12.libcublas.lib;
+  app = pkgs.runCommand "app" {{ }} "ln -s ${{pkgs.python312}}/bin/python3 $out";
+  config = {{ Env = [ "PATH=${{app}}/bin" "LD_LIBRARY_PATH=${{cuda}}/lib" ]; }};
+  paths = image: map (l: l.paths) image.standin.layers;
+in
+"""
+
+
+def _dupes(layers: list[list[str]]) -> set[str]:
+    seen: set[str] = set()
+    dupes: set[str] = set()
+    for paths in layers:
+        dupes |= seen & set(paths)
+        seen |= set(paths)
+    return dupes
+
+
+# --- nix2container -------------------------------------------------------------------------------
+
+def test_nix2container_dedupes_against_direct_layers_only_and_adds_the_config_closure() -> None:
+    """The old nested chain (deps <- cuda <- app <- weights, image layers = [weights]) repeats the
+    interpreter in deps, app and the config layer, and app and CUDA in the config layer."""
+    got = eval_json(PRELUDE + """
+    let
+      weights = pkgs.runCommand "weights" { } "mkdir $out";
+      deps = n2c.buildLayer { deps = [ pkgs.python312 ]; };
+      cudaL = n2c.buildLayer { deps = [ cuda ]; layers = [ deps ]; };
+      appNested = n2c.buildLayer { deps = [ app ]; layers = [ cudaL ]; };
+      weightsNested = n2c.buildLayer { deps = [ weights ]; layers = [ appNested ]; };
+      appFlat = n2c.buildLayer { deps = [ app ]; layers = [ deps cudaL ]; };
+      weightsFlat = n2c.buildLayer { deps = [ weights ]; layers = [ deps cudaL appFlat ]; };
+      nested = n2c.buildImage { name = "x"; inherit config; layers = [ weightsNested ]; };
+    in {
+      nested = paths nested;
+      nestedLast = b.elemAt nested.standin.layers 4;
+      flat = (n2c.buildImage { name = "x"; inherit config; layers = [ deps cudaL appFlat weightsFlat ]; }).standin.layers;
+      python = pkgs.python312.outPath;
+      cuda = cuda.outPath;
+      app = app.outPath;
+    }""")
+    nested = got["nested"]
+    assert len(nested) == 5, "deps, cuda, app, weights, and the customization layer of the config's closure"
+    assert _dupes(nested) == {got["python"], got["cuda"], got["app"]}
+    assert got["nestedLast"]["customization"] is True
+    assert sorted(got["nestedLast"]["paths"]) == sorted([got["python"], got["cuda"], got["app"]])
+    flat = got["flat"]
+    assert [len(l["paths"]) for l in flat] == [1, 1, 1, 1] and not any(l["customization"] for l in flat)
+    assert _dupes([l["paths"] for l in flat]) == set()
+
+
+def test_nix2container_same_layer_inputs_give_one_digest_and_an_image_lists_it_once() -> None:
+    got = eval_json(PRELUDE + """
+    let
+      deps = n2c.buildLayer { deps = [ pkgs.python312 ]; };
+      again = n2c.buildLayer { deps = [ pkgs.python312 ]; };
+      img = n2c.buildImage { name = "x"; layers = [ deps again ]; };
+    in { a = deps.standin.digest; b = again.standin.digest; n = b.length img.standin.layers; }""")
+    assert got["a"] == got["b"] and got["n"] == 1
+
+
+# --- nixpkgs --------------------------------------------------------------------------------------------
+
+def test_nixpkgs_refuses_unfree_cuda_unless_the_predicate_allows_it() -> None:
+    error = eval_error(f'(import {STANDINS}/nixpkgs/default.nix {{ system = "x86_64-linux"; }}).cudaPackages.libcublas.name')
+    assert "Package 'libcublas-12.8.4.1' has an unfree license" in error
+    got = eval_json(PRELUDE + """{
+      major = pkgs.cudaPackages.cudaMajorVersion;
+      same = pkgs.cudaPackages_12.libcublas.outPath == pkgs.cudaPackages.libcublas.outPath;
+      driver = pkgs.addDriverRunpath.driverLink;
+    }""")
+    assert got == {"major": "12", "same": True, "driver": "/run/opengl-driver"}
