@@ -132,22 +132,70 @@ def _seconds(value: Any) -> float:
 
 
 def hypothesis_words(hypothesis: Any, *, offset: float = 0.0, duration: float | None = None) -> list[Word]:
-    """Word timestamps NeMo computed (`timestamp['word']`, in seconds), clamped into [0, duration]."""
-    stamps = getattr(hypothesis, "timestamp", None) or {}
-    words: list[Word] = []
-    for item in stamps.get("word", ()) if isinstance(stamps, dict) else ():
-        text = str(item.get("word", "")).strip()
-        if not text:
-            continue
-        start, end = float(item.get("start", 0.0)), float(item.get("end", 0.0))
+    """The words of `hypothesis.text`, timed by the decoder's subword timestamps, clamped into [0, duration].
+
+    WHY not NeMo's own `timestamp['word']`: NeMo groups subwords into words with a different rule than
+    it renders the text with (the text drops the space of a lone '▁' before punctuation and keeps
+    tokens without '▁' attached; the word grouper splits there), so on CTC output its words do not
+    concatenate to the text ('f', 'ailed' for 'failed'; '..' for '....'). Here the text is the authority:
+    its whitespace-separated words are matched, character by character, against the subword entries
+    (`timestamp['char']`, one per emitted token, in order, for TDT, RNNT and CTC heads alike), and each
+    word spans from its first subword's start to its last subword's end. Should the characters ever
+    disagree (a tokenizer whose pieces do not spell the text), NeMo's words are used instead. Either
+    way a transcript's text is its words joined (`join_words`), so the two always agree.
+    """
+    words = _words_from_subwords(hypothesis)
+    if words is None:
+        words = _nemo_words(hypothesis)
+    out: list[Word] = []
+    for text, start, end in words:
         if duration is not None:
             start, end = min(max(start, 0.0), duration), min(max(end, 0.0), duration)
-        start = max(start, words[-1].start if words else 0.0)  # NeMo never goes back; guard rounding
-        words.append(Word(_seconds(start + offset), _seconds(max(end, start) + offset), text))
+        start = max(start, out[-1].start - offset if out else 0.0)  # NeMo never goes back; guard rounding
+        out.append(Word(_seconds(start + offset), _seconds(max(end, start) + offset), text))
+    return out
+
+
+def _stamps(hypothesis: Any, kind: str) -> list[dict[str, Any]]:
+    stamps = getattr(hypothesis, "timestamp", None) or {}
+    return list(stamps.get(kind, ()) or ()) if isinstance(stamps, dict) else []
+
+
+def _words_from_subwords(hypothesis: Any) -> list[tuple[str, float, float]] | None:
+    """(word, start, end) for each word of the text from the per-token entries; None if they disagree."""
+    text = _raw_text(hypothesis)
+    tokens = _stamps(hypothesis, "char")
+    if not text or not tokens or any("start" not in t or "end" not in t for t in tokens):
+        return None
+    owner: list[int] = []  # for every non-space character of the tokens, the token it came from
+    spelled: list[str] = []
+    for i, token in enumerate(tokens):
+        piece = token.get("char", "")
+        piece = "".join(piece) if isinstance(piece, (list, tuple)) else str(piece)
+        piece = re.sub(r"[\s▁]", "", piece)
+        spelled.append(piece)
+        owner.extend([i] * len(piece))
+    if "".join(spelled) != re.sub(r"\s", "", text):
+        return None
+    words: list[tuple[str, float, float]] = []
+    position = 0
+    for word in text.split():
+        first, last = owner[position], owner[position + len(word) - 1]
+        position += len(word)
+        words.append((word, float(tokens[first]["start"]), float(tokens[last]["end"])))
     return words
 
 
-def hypothesis_text(hypothesis: Any) -> str:
+def _nemo_words(hypothesis: Any) -> list[tuple[str, float, float]]:
+    words = []
+    for item in _stamps(hypothesis, "word"):
+        text = str(item.get("word", "")).strip()
+        if text:
+            words.append((text, float(item.get("start", 0.0)), float(item.get("end", 0.0))))
+    return words
+
+
+def _raw_text(hypothesis: Any) -> str:
     text = getattr(hypothesis, "text", hypothesis)
     return re.sub(r"\s+", " ", text if isinstance(text, str) else "").strip()
 

@@ -44,6 +44,8 @@ def check_timestamps(transcript: Transcript, duration: float) -> None:
             previous_word_start = word.start
         previous_seg_end = segment.end
     assert words_of(transcript.text) == words_of(" ".join(s.text for s in transcript.segments))
+    # exactly, not just after normalising: words are cut where the text has spaces (CTC included)
+    assert transcript.text == " ".join(w.word for w in transcript.words)
 
 
 @pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
@@ -182,3 +184,30 @@ def test_decoder_the_checkpoint_lacks_is_a_clear_load_error(nemo_engines_root: P
             engine.load(nemo_model_root / "parakeet-tiny-ctc")
     finally:
         (ctc.dir / "variants" / "tiny-wrong.yaml").unlink()
+
+
+@pytest.mark.parametrize("pieces", [
+    ["▁f", "ail", "ed", "▁", "."],  # NeMo words: 'failed', '.' (the text is 'failed.')
+    ["ail", ".", "▁", ".", "."],  # NeMo words: 'ail.', '..' (the text is 'ail...')
+    ["▁F", "ail", "▁", ".", "▁ag", "ain"],  # NeMo words: 'Fail', '.', 'again' (the text is 'Fail. again')
+    ["▁", "f", "▁", "ail", "ed"],  # here NeMo agrees: 'f', 'ailed'
+])
+def test_ctc_words_are_the_words_of_the_text(load_variant, pieces: list[str]) -> None:
+    """Token sequences where NeMo 3.0.0's own word grouper disagrees with its text (a lone '▁' before '.'),
+    run through the real CTC decoding of the tiny checkpoint: our words are exactly the text's words."""
+    from nemo.collections.asr.parts.utils.rnnt_utils import Hypothesis
+    from nemo.collections.asr.parts.utils.timestamp_utils import process_timestamp_outputs
+
+    from dalston.runtimes.nemo import hypothesis_words
+
+    model = load_variant("parakeet-tiny-ctc").model
+    ids = [model.tokenizer.tokenizer.piece_to_id(p) for p in pieces]
+    assert 0 not in ids, "every piece is in the tiny tokenizer's vocabulary"
+    hyp = Hypothesis(score=0.0, y_sequence=ids, text=(ids, [2] * len(ids)), timestamp=[])
+    hyp = model.decoding.compute_ctc_timestamps(hyp, "all")
+    hyp = process_timestamp_outputs([hyp], model.encoder.subsampling_factor,
+                                    model.cfg.preprocessor.window_stride)[0]
+    nemo_words = [w["word"] for w in hyp.timestamp["word"]]
+    words = hypothesis_words(hyp)
+    assert [w.word for w in words] == hyp.text.split(), (hyp.text, nemo_words)
+    assert all(a.end <= b.start + 1e-6 or a.start <= b.start for a, b in zip(words, words[1:]))

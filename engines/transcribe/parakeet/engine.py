@@ -151,7 +151,7 @@ class ParakeetEngine(Engine):
         duration = len(request.audio) / SAMPLE_RATE
         words = nemo_rt.hypothesis_words(hyp, duration=duration)
         segments = nemo_rt.segments_from_words(words)
-        text = nemo_rt.hypothesis_text(hyp) or nemo_rt.join_words(words)
+        text = nemo_rt.join_words(words)  # the text IS its words, for every decoder head
         return Transcript(text, self._language(request.language), duration, segments)
 
 
