@@ -117,7 +117,10 @@ def test_concurrent_requests_share_model_calls_and_match_single_results(load_var
     for single, batched in zip(alone, results):
         assert batched is not None
         assert batched.text == single.text
-        assert [(w.word, w.start, w.end) for w in batched.words] == [(w.word, w.start, w.end) for w in single.words]
+        assert [w.word for w in batched.words] == [w.word for w in single.words]
+        # Padding to the batch's longest file may move a TDT duration by one encoder frame (80 ms), no more.
+        for a, b in zip(batched.words, single.words):
+            assert abs(a.start - b.start) <= 0.081 and abs(a.end - b.end) <= 0.081, (a, b)
 
 
 @pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
