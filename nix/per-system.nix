@@ -64,7 +64,7 @@ let
     groups = [ "main" ];
     checkGroups = [ ];
     inherit extras;
-    inherit (package) overrides;
+    overrides = p2n.defaultPoetryOverrides;
   };
   testEnv = devEnv [ "server" "whisper" "dev" ];
 

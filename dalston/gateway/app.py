@@ -26,9 +26,10 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from dalston.auth import KeyStore
 from dalston.catalog import Catalog
+from dalston.console import console_routes
 from dalston.gateway import proxy
-from dalston.gateway.instances import InstanceRegistry, make_registry
-from dalston.gateway.metrics import GatewayMetrics, RegistryCollector
+from dalston.gateway.instances import InstanceRegistry
+from dalston.gateway.metrics import GatewayMetrics
 from dalston.gateway.sniff import SniffError, sniff_model
 from dalston.model_card import card_fields
 from dalston.models import ModelNotFound, ModelRegistry
@@ -54,8 +55,6 @@ class GatewayConfig:
     max_upload_bytes: int = 1 << 30
     max_prefix_bytes: int = 8 << 20
     retry_after: int = 5
-    registry_url: str | None = None  # shared Redis registry (`--registry`); None: in memory
-    registry_refresh: float = 0.25  # seconds between reads of the shared registry
 
 
 @dataclass
@@ -70,7 +69,7 @@ class GatewayState:
 
     @classmethod
     def create(cls, config: GatewayConfig) -> GatewayState:
-        instances = make_registry(config.heartbeat_timeout, config.registry_url, config.registry_refresh)
+        instances = InstanceRegistry(timeout=config.heartbeat_timeout)
 
         def live_counts() -> dict[str, int]:
             counts = {engine_id: 0 for engine_id in config.catalog.engines}
@@ -78,11 +77,9 @@ class GatewayState:
                 counts[inst.engine_id] = counts.get(inst.engine_id, 0) + 1
             return counts
 
-        metrics = GatewayMetrics(live_counts)
-        metrics.registry.register(RegistryCollector(instances.status))
         return cls(config=config, models=ModelRegistry.from_catalog(config.catalog),
                    digests={i: spec_digest(e.spec) for i, e in config.catalog.engines.items()},
-                   instances=instances, metrics=metrics)
+                   instances=instances, metrics=GatewayMetrics(live_counts))
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -195,10 +192,7 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    # Ready even while a shared registry is unreachable: this replica keeps routing on what it knows,
-    # and taking every replica out of its load balancer would turn a Redis outage into a full one.
-    return JSONResponse({"status": "ready", "live_instances": len(state.instances.all()),
-                         "registry": state.instances.status()})
+    return JSONResponse({"status": "ready", "live_instances": len(state.instances.all())})
 
 
 async def metrics(request: Request) -> Response:
@@ -218,8 +212,14 @@ class Registration(BaseModel):
     max_concurrency: int = Field(ge=1, le=1024)
 
 
-def checked_registration(state: GatewayState, body: object) -> Registration | Response:
-    """The registration in `body` if it is valid and matches this gateway's catalog, else the error."""
+async def register(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    if (denied := internal_auth_error(state, request)) is not None:
+        return denied
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return openai_error(400, f"registration body is not JSON: {exc}", "invalid_request_error", "invalid_json")
     try:
         reg = Registration.model_validate(body)
     except ValidationError as exc:
@@ -237,47 +237,16 @@ def checked_registration(state: GatewayState, body: object) -> Registration | Re
                                  f"{reg.spec_digest[:12]}…, this gateway's catalog has {expected[:12]}…; deploy "
                                  f"the engine and the gateway from the same variant files", "invalid_request_error",
                             "spec_digest_mismatch", param="spec_digest")
-    return reg
-
-
-async def _json_body(request: Request) -> object | Response:
-    raw = await request.body()
-    if not raw:
-        return None
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return openai_error(400, f"registration body is not JSON: {exc}", "invalid_request_error", "invalid_json")
-
-
-async def register(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    if (denied := internal_auth_error(state, request)) is not None:
-        return denied
-    body = await _json_body(request)
-    if isinstance(body, Response):
-        return body
-    reg = checked_registration(state, body)
-    if isinstance(reg, Response):
-        return reg
     inst = state.instances.register(reg.engine_id, reg.url, reg.spec_digest, reg.max_concurrency)
     return JSONResponse({"instance_id": inst.instance_id, "heartbeat_interval": state.config.heartbeat_interval,
                          "heartbeat_timeout": state.config.heartbeat_timeout}, status_code=201)
 
 
 async def heartbeat(request: Request) -> Response:
-    """Refresh an instance; the registration it carries (current engines) re-adds one we do not know."""
     state: GatewayState = request.app.state.gateway
     if (denied := internal_auth_error(state, request)) is not None:
         return denied
-    body = await _json_body(request)
-    if isinstance(body, Response):
-        return body
-    reg = None if body is None else checked_registration(state, body)
-    if isinstance(reg, Response):
-        return reg
-    if state.instances.heartbeat(request.path_params["instance_id"],
-                                 None if reg is None else reg.model_dump()) is None:
+    if state.instances.heartbeat(request.path_params["instance_id"]) is None:
         return openai_error(404, "unknown instance (dropped or the gateway restarted): register again",
                             "invalid_request_error", "unknown_instance")
     return JSONResponse({"status": "ok"})
@@ -311,6 +280,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/audio/transcriptions", audio_route, methods=["POST"]),
         Route("/v1/audio/translations", audio_route, methods=["POST"]),
         WebSocketRoute("/v1/realtime", proxy.realtime),
+        *console_routes(),
         Route(INTERNAL_PREFIX, register, methods=["POST"]),
         Route(INTERNAL_PREFIX, list_instances, methods=["GET"]),
         Route(INTERNAL_PREFIX + "/{instance_id}/heartbeat", heartbeat, methods=["POST"]),
@@ -327,15 +297,10 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
             state.client = client
-            await state.instances.start()
-            log.info("gateway_started models=%d heartbeat_timeout=%.1fs auth=%s registry=%s",
-                     len(config.catalog.engines), config.heartbeat_timeout,
-                     "off" if config.keys is None else "dk_keys", state.instances.backend)
-            try:
-                yield
-            finally:
-                await state.instances.stop()
-                state.client = None
+            log.info("gateway_started models=%d heartbeat_timeout=%.1fs auth=%s", len(config.catalog.engines),
+                     config.heartbeat_timeout, "off" if config.keys is None else "dk_keys")
+            yield
+            state.client = None
 
     app = Starlette(routes=routes(), lifespan=lifespan)
     app.state.gateway = state

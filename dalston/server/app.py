@@ -6,6 +6,7 @@ Routes (all JSON errors are OpenAI-shaped, see `errors.py`):
   GET  /v1/capabilities                                     the variant spec + runtime facts
   GET  /health (liveness), /ready (503 until loaded), /metrics (Prometheus)   no key needed
   WS   /v1/realtime                                         when the family is a StreamingEngine
+  GET  /, /console/...                                      the web console (dalston/console), no key needed
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
 from dalston.audio import AudioError, DecodedAudio, decode_audio
+from dalston.console import console_routes
 from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, TranscribeOptions, Transcript,
                                 UnsupportedOption)
 from dalston.model_card import card_fields
@@ -50,6 +52,7 @@ def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | Non
         Route("/v1/models", _models, methods=["GET"]),
         Route("/v1/models/{model_id:path}", _model, methods=["GET"]),
         Route("/v1/capabilities", _capabilities, methods=["GET"]),
+        *console_routes(),
     ]
     if isinstance(state.engine, PrepareEngine):
         routes.append(Route("/v1/audio/prepare", _prepare, methods=["POST"]))
