@@ -1,9 +1,11 @@
 """Engine-side registration with the gateway: register once ready, heartbeat, deregister on shutdown.
 
 Runs in a daemon thread with a blocking HTTP client so it works the same under any server loop and
-never delays a request. The gateway answers a heartbeat for an instance it does not know (it was
-restarted, or dropped us after missed heartbeats) with 404, and we simply register again: the
-gateway keeps no state that needs recovering.
+never delays a request. Every heartbeat carries the full registration, so a gateway that does not
+know the instance (it was restarted, or dropped us after missed heartbeats) takes it back at once;
+one that answers 404 anyway gets a fresh registration: the gateway keeps no state that needs
+recovering. Several gateway URLs (replicas sharing a registry) each get the registration and the
+heartbeats.
 
 The spec digest is the sha256 of the canonical JSON of the variant spec: the gateway compares it
 with its own catalog and refuses an engine built from different variant files (version skew).
@@ -57,89 +59,127 @@ class RegistrationRejected(RuntimeError):
 
 
 class Registrar:
-    """Keeps one engine instance registered with one gateway until `stop()`."""
+    """Keeps one engine instance registered with one or more gateways until `stop()`.
 
-    def __init__(self, gateway_url: str, engine_id: str, engine_url: str, spec_digest: str,
+    With several gateway URLs (replicas behind one shared registry, `dalston gateway --registry`)
+    every one of them gets the registration and the heartbeats: each replica then knows the engine
+    first-hand, so it keeps routing to it, and drops it when it dies, even while the shared
+    registry is unreachable; a replica that is down costs only a log line. The gateways derive
+    the same instance id from (engine id, URL), so the replicas' records of this engine converge.
+    Each heartbeat carries the full registration, so a replica that never saw the registration
+    (it restarted, or the registry lost it) adopts the instance instead of answering 404.
+    """
+
+    def __init__(self, gateway_url: str | list[str], engine_id: str, engine_url: str, spec_digest: str,
                  max_concurrency: int, token: str, *, interval: float = 2.0, timeout: float = 5.0) -> None:
-        self.gateway_url = gateway_url.rstrip("/")
+        urls = parse_gateway_urls(gateway_url) if isinstance(gateway_url, str) else [u.rstrip("/") for u in gateway_url]
+        if not urls:
+            raise RegistrationConfigError("no gateway URL given")
+        self.gateway_urls = urls
         self.engine_id = engine_id
         self.engine_url = engine_url.rstrip("/")
         self.spec_digest = spec_digest
         self.max_concurrency = max_concurrency
         self.interval = interval
-        self.instance_id: str | None = None
+        self.instance_ids: dict[str, str | None] = {url: None for url in urls}
         self.rejected: str | None = None
-        self.registered = threading.Event()
+        self.registered = threading.Event()  # set while at least one gateway has us registered
+        self._failures = {url: 0 for url in urls}
         self._stop = threading.Event()
-        self._client = httpx.Client(timeout=timeout, headers={"authorization": f"Bearer {token}"})
+        # A dead gateway must not hold up the heartbeats to the others: wait at most one interval.
+        self._client = httpx.Client(timeout=min(timeout, max(interval, 0.5)),
+                                    headers={"authorization": f"Bearer {token}"})
         self._thread = threading.Thread(target=self._run, name=f"registrar-{engine_id}", daemon=True)
+
+    @property
+    def gateway_url(self) -> str:
+        """The first gateway URL (the only one in the common single-gateway setup)."""
+        return self.gateway_urls[0]
+
+    @property
+    def instance_id(self) -> str | None:
+        """The instance id the gateways gave us (the same on every replica), None until registered."""
+        return next((i for i in self.instance_ids.values() if i is not None), None)
 
     def start(self) -> Registrar:
         self._thread.start()
         return self
 
     def stop(self, timeout: float = 3.0) -> None:
-        """Stop heartbeating and deregister, so the gateway stops routing to us at once."""
+        """Stop heartbeating and deregister, so the gateways stop routing to us at once."""
         self._stop.set()
         self._thread.join(timeout)
-        instance_id, self.instance_id = self.instance_id, None
-        if instance_id is not None:
+        for url, instance_id in self.instance_ids.items():
+            self.instance_ids[url] = None
+            if instance_id is None:
+                continue
             try:
-                self._client.delete(f"{self.gateway_url}{INSTANCES_PATH}/{instance_id}", timeout=timeout)
-                log.info("engine_deregistered engine_id=%s gateway=%s", self.engine_id, self.gateway_url)
+                self._client.delete(f"{url}{INSTANCES_PATH}/{instance_id}", timeout=timeout)
+                log.info("engine_deregistered engine_id=%s gateway=%s", self.engine_id, url)
             except httpx.HTTPError as exc:
-                log.warning("engine_deregister_failed engine_id=%s gateway=%s error=%s",
-                            self.engine_id, self.gateway_url, exc)
+                log.warning("engine_deregister_failed engine_id=%s gateway=%s error=%s", self.engine_id, url, exc)
+        self.registered.clear()
         self._client.close()
 
     def _run(self) -> None:
-        failures = 0
         while not self._stop.is_set():
-            try:
-                if self.instance_id is None:
-                    self._register()
-                else:
-                    self._heartbeat()
-                failures = 0
-            except RegistrationRejected as exc:
-                self.rejected = str(exc)
-                log.error("engine_registration_rejected engine_id=%s gateway=%s error=%s",
-                          self.engine_id, self.gateway_url, exc)
-                return
-            except httpx.HTTPError as exc:
-                failures += 1
-                if failures == 1 or failures % 30 == 0:
-                    log.warning("gateway_unreachable engine_id=%s gateway=%s attempts=%d error=%s",
-                                self.engine_id, self.gateway_url, failures, exc)
+            for url in self.gateway_urls:
+                if self._stop.is_set():
+                    return
+                try:
+                    if self.instance_ids[url] is None:
+                        self._register(url)
+                    else:
+                        self._heartbeat(url)
+                    self._failures[url] = 0
+                except RegistrationRejected as exc:
+                    self.rejected = str(exc)
+                    log.error("engine_registration_rejected engine_id=%s gateway=%s error=%s",
+                              self.engine_id, url, exc)
+                    return
+                except httpx.HTTPError as exc:
+                    failures = self._failures[url] = self._failures[url] + 1
+                    if failures == 1 or failures % 30 == 0:
+                        log.warning("gateway_unreachable engine_id=%s gateway=%s attempts=%d error=%s",
+                                    self.engine_id, url, failures, exc)
+            if not any(self.instance_ids.values()):
+                self.registered.clear()
+            # Back off only when no gateway answers; one healthy gateway keeps the normal pace.
+            failures = min(self._failures.values())
             self._stop.wait(self.interval if failures == 0 else min(self.interval * failures, 10.0))
 
-    def _register(self) -> None:
-        response = self._client.post(f"{self.gateway_url}{INSTANCES_PATH}", json={
-            "engine_id": self.engine_id, "url": self.engine_url, "spec_digest": self.spec_digest,
-            "max_concurrency": self.max_concurrency})
+    def _body(self) -> dict[str, object]:
+        return {"engine_id": self.engine_id, "url": self.engine_url, "spec_digest": self.spec_digest,
+                "max_concurrency": self.max_concurrency}
+
+    def _register(self, url: str) -> None:
+        response = self._client.post(f"{url}{INSTANCES_PATH}", json=self._body())
         if response.status_code in (400, 401, 403, 404, 409, 422):
             raise RegistrationRejected(f"HTTP {response.status_code}: {_message(response)}")
         response.raise_for_status()
         body = response.json()
-        self.instance_id = body["instance_id"]
+        self.instance_ids[url] = body["instance_id"]
         # Beat a little faster than the gateway asks for so that one late beat never drops us.
         self.interval = min(self.interval, float(body.get("heartbeat_interval", self.interval)))
         self.registered.set()
         log.info("engine_registered engine_id=%s gateway=%s url=%s instance_id=%s", self.engine_id,
-                 self.gateway_url, self.engine_url, self.instance_id)
+                 url, self.engine_url, body["instance_id"])
 
-    def _heartbeat(self) -> None:
-        response = self._client.post(f"{self.gateway_url}{INSTANCES_PATH}/{self.instance_id}/heartbeat")
+    def _heartbeat(self, url: str) -> None:
+        response = self._client.post(f"{url}{INSTANCES_PATH}/{self.instance_ids[url]}/heartbeat", json=self._body())
         if response.status_code == 404:
-            log.info("engine_reregistering engine_id=%s gateway=%s reason=unknown_instance",
-                     self.engine_id, self.gateway_url)
-            self.instance_id = None
-            self.registered.clear()
-            self._register()
+            log.info("engine_reregistering engine_id=%s gateway=%s reason=unknown_instance", self.engine_id, url)
+            self.instance_ids[url] = None
+            self._register(url)
             return
         if response.status_code == 401:
             raise RegistrationRejected(f"HTTP 401: {_message(response)}")
         response.raise_for_status()
+
+
+def parse_gateway_urls(value: str) -> list[str]:
+    """`http://a:8000,http://b:8000` (commas and/or spaces) -> the URLs without trailing slashes."""
+    return [u.rstrip("/") for u in value.replace(",", " ").split()]
 
 
 def _message(response: httpx.Response) -> str:
@@ -157,12 +197,13 @@ def registrar_for(spec: EngineSpec, host: str, port: int, gateway_url: str | Non
                   token: str | None = None, interval: float = 2.0) -> Registrar | None:
     """The registrar `dalston serve` starts once ready, or None when no gateway is configured.
 
-    `gateway_url` defaults to `$DALSTON_GATEWAY_URL`, `token` to `$DALSTON_INTERNAL_TOKEN`; the URL the
+    `gateway_url` (one URL, or several separated by commas: gateway replicas sharing one registry)
+    defaults to `$DALSTON_GATEWAY_URL`, `token` to `$DALSTON_INTERNAL_TOKEN`; the URL the
     gateway uses to reach us is `advertise_url(host, port)`. Call `.start()` after the engine is ready
     and `.stop()` on shutdown (it deregisters, so the gateway stops routing to us at once).
     """
     gateway_url = gateway_url or os.environ.get(GATEWAY_URL_ENV)
-    if not gateway_url:
+    if not gateway_url or not parse_gateway_urls(gateway_url):
         return None
     token = token or os.environ.get(INTERNAL_TOKEN_ENV)
     if not token:

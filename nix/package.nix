@@ -48,12 +48,18 @@ let
     groups = [ "main" ];
     checkGroups = [ ];
     extras = families.extrasFor family;
-    overrides = poetry2nix.defaultPoetryOverrides;
+    inherit overrides;
     # The test suite needs the real weights and speech clips; the flake's checks run it.
     doCheck = false;
     pythonImportsCheck = [ "dalston" "dalston.cli" ];
     meta.mainProgram = "dalston";
   };
+
+  # poetry2nix's defaults plus what this lock needs (nix/overrides/*.nix say why).
+  overrides = poetry2nix.defaultPoetryOverrides.extend (import ./overrides/locked-versions.nix {
+    poetrylock = src + "/poetry.lock";
+    pwd = appSrc;
+  });
 
   apps = { whisper = app "whisper"; nemo = app "nemo"; };
 
@@ -101,6 +107,6 @@ let
       '';
 in
 {
-  inherit appSrc pyproject apps launchers variant;
+  inherit appSrc pyproject apps launchers variant overrides;
   app = app;
 }

@@ -64,7 +64,7 @@ let
     groups = [ "main" ];
     checkGroups = [ ];
     inherit extras;
-    overrides = p2n.defaultPoetryOverrides;
+    inherit (package) overrides;
   };
   testEnv = devEnv [ "server" "whisper" "dev" ];
 

@@ -25,8 +25,9 @@ done
 
 log() { echo "setup $*"; }
 
-if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "setup: error: $PYTHON is not Python >= 3.11 (set PYTHON=/path/to/python3.11)" >&2
+# pyproject.toml's requires-python (the lock is narrowed to it: docs/NIX.md, "The lock").
+if ! "$PYTHON" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 13))' 2>/dev/null; then
+  echo "setup: error: $PYTHON is not Python 3.11 or 3.12 (set PYTHON=/path/to/python3.11)" >&2
   exit 1
 fi
 

@@ -28,8 +28,8 @@ from dalston.auth import KeyStore
 from dalston.catalog import Catalog
 from dalston.console import console_routes
 from dalston.gateway import proxy
-from dalston.gateway.instances import InstanceRegistry
-from dalston.gateway.metrics import GatewayMetrics
+from dalston.gateway.instances import InstanceRegistry, make_registry
+from dalston.gateway.metrics import GatewayMetrics, RegistryCollector
 from dalston.gateway.sniff import SniffError, sniff_model
 from dalston.model_card import card_fields
 from dalston.models import ModelNotFound, ModelRegistry
@@ -55,6 +55,8 @@ class GatewayConfig:
     max_upload_bytes: int = 1 << 30
     max_prefix_bytes: int = 8 << 20
     retry_after: int = 5
+    registry_url: str | None = None  # shared Redis registry (`--registry`); None: in memory
+    registry_refresh: float = 0.25  # seconds between reads of the shared registry
 
 
 @dataclass
@@ -69,7 +71,7 @@ class GatewayState:
 
     @classmethod
     def create(cls, config: GatewayConfig) -> GatewayState:
-        instances = InstanceRegistry(timeout=config.heartbeat_timeout)
+        instances = make_registry(config.heartbeat_timeout, config.registry_url, config.registry_refresh)
 
         def live_counts() -> dict[str, int]:
             counts = {engine_id: 0 for engine_id in config.catalog.engines}
@@ -77,9 +79,11 @@ class GatewayState:
                 counts[inst.engine_id] = counts.get(inst.engine_id, 0) + 1
             return counts
 
+        metrics = GatewayMetrics(live_counts)
+        metrics.registry.register(RegistryCollector(instances.status))
         return cls(config=config, models=ModelRegistry.from_catalog(config.catalog),
                    digests={i: spec_digest(e.spec) for i, e in config.catalog.engines.items()},
-                   instances=instances, metrics=GatewayMetrics(live_counts))
+                   instances=instances, metrics=metrics)
 
 
 # --- auth -------------------------------------------------------------------------------------
@@ -192,7 +196,10 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    return JSONResponse({"status": "ready", "live_instances": len(state.instances.all())})
+    # Ready even while a shared registry is unreachable: this replica keeps routing on what it knows,
+    # and taking every replica out of its load balancer would turn a Redis outage into a full one.
+    return JSONResponse({"status": "ready", "live_instances": len(state.instances.all()),
+                         "registry": state.instances.status()})
 
 
 async def metrics(request: Request) -> Response:
@@ -212,14 +219,8 @@ class Registration(BaseModel):
     max_concurrency: int = Field(ge=1, le=1024)
 
 
-async def register(request: Request) -> Response:
-    state: GatewayState = request.app.state.gateway
-    if (denied := internal_auth_error(state, request)) is not None:
-        return denied
-    try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        return openai_error(400, f"registration body is not JSON: {exc}", "invalid_request_error", "invalid_json")
+def checked_registration(state: GatewayState, body: object) -> Registration | Response:
+    """The registration in `body` if it is valid and matches this gateway's catalog, else the error."""
     try:
         reg = Registration.model_validate(body)
     except ValidationError as exc:
@@ -237,16 +238,47 @@ async def register(request: Request) -> Response:
                                  f"{reg.spec_digest[:12]}…, this gateway's catalog has {expected[:12]}…; deploy "
                                  f"the engine and the gateway from the same variant files", "invalid_request_error",
                             "spec_digest_mismatch", param="spec_digest")
+    return reg
+
+
+async def _json_body(request: Request) -> object | Response:
+    raw = await request.body()
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        return openai_error(400, f"registration body is not JSON: {exc}", "invalid_request_error", "invalid_json")
+
+
+async def register(request: Request) -> Response:
+    state: GatewayState = request.app.state.gateway
+    if (denied := internal_auth_error(state, request)) is not None:
+        return denied
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    reg = checked_registration(state, body)
+    if isinstance(reg, Response):
+        return reg
     inst = state.instances.register(reg.engine_id, reg.url, reg.spec_digest, reg.max_concurrency)
     return JSONResponse({"instance_id": inst.instance_id, "heartbeat_interval": state.config.heartbeat_interval,
                          "heartbeat_timeout": state.config.heartbeat_timeout}, status_code=201)
 
 
 async def heartbeat(request: Request) -> Response:
+    """Refresh an instance; the registration it carries (current engines) re-adds one we do not know."""
     state: GatewayState = request.app.state.gateway
     if (denied := internal_auth_error(state, request)) is not None:
         return denied
-    if state.instances.heartbeat(request.path_params["instance_id"]) is None:
+    body = await _json_body(request)
+    if isinstance(body, Response):
+        return body
+    reg = None if body is None else checked_registration(state, body)
+    if isinstance(reg, Response):
+        return reg
+    if state.instances.heartbeat(request.path_params["instance_id"],
+                                 None if reg is None else reg.model_dump()) is None:
         return openai_error(404, "unknown instance (dropped or the gateway restarted): register again",
                             "invalid_request_error", "unknown_instance")
     return JSONResponse({"status": "ok"})
@@ -297,10 +329,15 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
         limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
         async with httpx.AsyncClient(timeout=timeout, limits=limits, follow_redirects=False) as client:
             state.client = client
-            log.info("gateway_started models=%d heartbeat_timeout=%.1fs auth=%s", len(config.catalog.engines),
-                     config.heartbeat_timeout, "off" if config.keys is None else "dk_keys")
-            yield
-            state.client = None
+            await state.instances.start()
+            log.info("gateway_started models=%d heartbeat_timeout=%.1fs auth=%s registry=%s",
+                     len(config.catalog.engines), config.heartbeat_timeout,
+                     "off" if config.keys is None else "dk_keys", state.instances.backend)
+            try:
+                yield
+            finally:
+                await state.instances.stop()
+                state.client = None
 
     app = Starlette(routes=routes(), lifespan=lifespan)
     app.state.gateway = state

@@ -8,6 +8,7 @@ import os
 import sys
 from pathlib import Path
 
+from dalston import shared_redis
 from dalston.catalog import Catalog, SpecInvalid
 from dalston.registration import INTERNAL_TOKEN_ENV
 
@@ -31,6 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-bytes", type=int, default=1 << 30, help="413 above this (default 1 GiB)")
     parser.add_argument("--max-prefix-bytes", type=int, default=8 << 20,
                         help="bytes buffered while looking for the model field (default 8 MiB)")
+    shared_redis.add_registry_argument(parser, help_suffix="; gateway replicas on one Redis share their "
+                                       "instance registry and in-flight counts (docs/DEPLOY.md)")
+    parser.add_argument("--registry-refresh", type=float, default=0.25,
+                        help="seconds between reads of the shared registry (default 0.25)")
     parser.add_argument("--engines-dir", type=Path, default=None, help="catalog root (default $DALSTON_ENGINES_DIR)")
     parser.add_argument("--log-level", default="info")
 
@@ -55,7 +60,12 @@ def run(args: argparse.Namespace) -> int:
     if args.heartbeat_timeout <= args.heartbeat_interval:
         print("dalston gateway: error: --heartbeat-timeout must be longer than --heartbeat-interval", file=sys.stderr)
         return 2
+    if not 0 < args.registry_refresh < args.heartbeat_timeout:
+        print("dalston gateway: error: --registry-refresh must be positive and shorter than --heartbeat-timeout",
+              file=sys.stderr)
+        return 2
     try:
+        registry_url = shared_redis.redis_url_from(args.registry)
         catalog = Catalog.load(args.engines_dir)
         keys = None if args.keys_file is None else KeyStore.from_file(args.keys_file)
     except SpecInvalid as exc:
@@ -67,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     config = GatewayConfig(catalog=catalog, internal_token=args.internal_token, keys=keys,
                            heartbeat_interval=args.heartbeat_interval, heartbeat_timeout=args.heartbeat_timeout,
                            upstream_timeout=args.upstream_timeout, max_upload_bytes=args.max_upload_bytes,
-                           max_prefix_bytes=args.max_prefix_bytes)
+                           max_prefix_bytes=args.max_prefix_bytes, registry_url=registry_url,
+                           registry_refresh=args.registry_refresh)
     app = create_gateway_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=30, ws="websockets-sansio")  # the WebSocket stack the engines and tests use

@@ -7,6 +7,7 @@ and keeps the engine's own metrics separate when both run in one interpreter.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
@@ -25,6 +26,25 @@ class _LiveInstances(Collector):
         for model, count in sorted(self._counts().items()):
             family.add_metric([model], count)
         yield family
+
+
+class RegistryCollector(Collector):
+    """The instance registry's health at scrape time: is the shared registry reachable, how fresh is it."""
+
+    def __init__(self, status: Callable[[], dict[str, Any]]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        status = self._status()
+        available = GaugeMetricFamily("dalston_gateway_registry_available",
+                                      "1 if the instance registry is reachable (always 1 in memory), else 0",
+                                      labels=["backend"])
+        available.add_metric([status["backend"]], 1.0 if status["available"] else 0.0)
+        yield available
+        if status.get("last_sync_age_s") is not None:
+            yield GaugeMetricFamily("dalston_gateway_registry_sync_age_seconds",
+                                    "seconds since this replica last read the shared registry",
+                                    value=status["last_sync_age_s"])
 
 
 class GatewayMetrics:

@@ -8,6 +8,11 @@ Each engine service runs the variant's Nix image (`dalston-<id>:<version>`, load
 registers itself with the gateway, and reports ready on /ready. `docker compose up` starts the
 gateway and the default variants (deploy/defaults.yaml); any other variant runs with
 `docker compose --profile <id> up`.
+
+The `ha` profile adds `redis` (the official image, pinned) and a second gateway, `gateway-2`;
+`deploy/compose-ha.env` turns it on and points both gateways at Redis and every engine at both
+gateways (`docker compose --env-file deploy/compose-ha.env up`). Without it the gateway keeps its
+embedded in-memory registry, as before.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ from dalston.catalog import Catalog, CatalogEntry, SpecInvalid
 from dalston.tools import deployment as d
 
 OUTPUT = d.REPO_ROOT / "compose.yaml"
+HA_ENV_OUTPUT = d.REPO_ROOT / "deploy" / "compose-ha.env"
 KEYS_IN_CONTAINER = "/etc/dalston/keys.txt"
 TOKEN = "${DALSTON_INTERNAL_TOKEN:?set DALSTON_INTERNAL_TOKEN to a shared secret, e.g. openssl rand -hex 32}"
 KEYS_ON_HOST = "${DALSTON_KEYS_FILE:-./keys.txt}"
+# Empty (the default): the embedded registry. deploy/compose-ha.env sets both for the `ha` profile.
+REGISTRY_URL = "${DALSTON_REGISTRY_URL:-}"
+GATEWAY_URLS = f"${{DALSTON_GATEWAY_URL:-http://{d.GATEWAY_SERVICE}:{d.GATEWAY_PORT}}}"
+HA_PROFILE = "ha"
 
 
 def _healthcheck(start_period_s: int) -> dict[str, Any]:
@@ -32,17 +42,43 @@ def _healthcheck(start_period_s: int) -> dict[str, Any]:
             "start_period": f"{start_period_s}s"}
 
 
-def gateway_service() -> dict[str, Any]:
-    return {
+def gateway_service(host_port: int = d.GATEWAY_PORT, ha_only: bool = False) -> dict[str, Any]:
+    service: dict[str, Any] = {
         "image": d.gateway_image(),
         "build": {"context": ".", "dockerfile": "deploy/docker/gateway.Dockerfile"},
         "command": d.gateway_command(),
-        "ports": [f"{d.GATEWAY_PORT}:{d.GATEWAY_PORT}"],
-        "environment": {"DALSTON_INTERNAL_TOKEN": TOKEN, "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER},
+        "ports": [f"{host_port}:{d.GATEWAY_PORT}"],
+        "environment": {"DALSTON_INTERNAL_TOKEN": TOKEN, "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER,
+                        "DALSTON_REGISTRY_URL": REGISTRY_URL},
         "volumes": [f"{KEYS_ON_HOST}:{KEYS_IN_CONTAINER}:ro"],
         "healthcheck": _healthcheck(10),
         "restart": "unless-stopped",
     }
+    if ha_only:
+        service["profiles"] = [HA_PROFILE]
+        service["depends_on"] = [d.REDIS_SERVICE]
+    return service
+
+
+def redis_service() -> dict[str, Any]:
+    """The shared registry of the `ha` profile: soft state, rebuilt by heartbeats, nothing on disk."""
+    return {
+        "image": d.REDIS_IMAGE,
+        "command": d.REDIS_COMMAND,
+        "healthcheck": {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "timeout": "3s", "retries": 3},
+        "restart": "unless-stopped",
+        "profiles": [HA_PROFILE],
+    }
+
+
+def ha_env() -> str:
+    """deploy/compose-ha.env: the `ha` profile, both gateways on Redis, every engine registered with both."""
+    gateways = ",".join(f"http://{name}:{d.GATEWAY_PORT}" for name in (d.GATEWAY_SERVICE, d.GATEWAY_2_SERVICE))
+    return (f"# {d.GENERATED.format(module='dalston.tools.generate_compose')}\n"
+            "# docker compose --env-file deploy/compose-ha.env up -d   (see docs/DEPLOY.md)\n"
+            f"COMPOSE_PROFILES={HA_PROFILE}\n"
+            f"DALSTON_REGISTRY_URL={d.registry_url(d.REDIS_SERVICE)}\n"
+            f"DALSTON_GATEWAY_URL={gateways}\n")
 
 
 def engine_service(entry: CatalogEntry, catalog: Catalog, default: bool) -> dict[str, Any]:
@@ -55,7 +91,7 @@ def engine_service(entry: CatalogEntry, catalog: Catalog, default: bool) -> dict
         "command": d.engine_command(spec),
         "environment": {
             "ENGINE_ID": spec.id,
-            "DALSTON_GATEWAY_URL": f"http://{d.GATEWAY_SERVICE}:{d.GATEWAY_PORT}",
+            "DALSTON_GATEWAY_URL": GATEWAY_URLS,
             "DALSTON_ADVERTISE_URL": f"http://{name}:{d.ENGINE_PORT}",
             "DALSTON_INTERNAL_TOKEN": TOKEN,
             "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER,
@@ -77,12 +113,15 @@ def engine_service(entry: CatalogEntry, catalog: Catalog, default: bool) -> dict
 
 def render(catalog: Catalog) -> str:
     defaults = d.load_defaults(catalog)
-    services: dict[str, Any] = {d.GATEWAY_SERVICE: gateway_service()}
+    services: dict[str, Any] = {d.GATEWAY_SERVICE: gateway_service(),
+                                d.GATEWAY_2_SERVICE: gateway_service(d.GATEWAY_PORT + 1, ha_only=True),
+                                d.REDIS_SERVICE: redis_service()}
     for engine_id, entry in catalog.engines.items():
         services[d.service_name(entry)] = engine_service(entry, catalog, engine_id in defaults.default_variants)
     header = (f"# {d.GENERATED.format(module='dalston.tools.generate_compose')}\n"
               "# docker compose up                      -> gateway + " + ", ".join(defaults.default_variants) + "\n"
               "# docker compose --profile <id> up       -> also that variant (e.g. --profile whisper-base)\n"
+              "# docker compose --env-file deploy/compose-ha.env up -> two gateways sharing a registry on redis\n"
               "# Needs DALSTON_INTERNAL_TOKEN in the environment and a keys file (DALSTON_KEYS_FILE, default\n"
               "# ./keys.txt) from `dalston keys create --keys-file keys.txt`. See docs/DEPLOY.md.\n")
     return header + d.dump_yaml({"name": "dalston", "services": services})
@@ -99,14 +138,19 @@ def main(argv: list[str] | None = None) -> int:
     except (SpecInvalid, ValueError) as exc:
         print(f"generate_compose: error: {exc}", file=sys.stderr)
         return 1
+    outputs = {args.output: text, args.output.parent / HA_ENV_OUTPUT.relative_to(d.REPO_ROOT): ha_env()}
     if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output}: out of date; run python -m dalston.tools.generate_compose", file=sys.stderr)
+        stale = [path for path, content in outputs.items()
+                 if (path.read_text(encoding="utf-8") if path.exists() else "") != content]
+        if stale:
+            print(f"{', '.join(map(str, stale))}: out of date; run python -m dalston.tools.generate_compose",
+                  file=sys.stderr)
             return 1
         print(f"{args.output}: up to date")
         return 0
-    args.output.write_text(text, encoding="utf-8")
+    for path, content in outputs.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content, encoding="utf-8")
     print(f"wrote {args.output}")
     return 0
 

@@ -3,10 +3,19 @@
     python -m dalston.tools.generate_k8s [--output deploy/k8s] [--check]
 
 Layout:
-    base/                 the gateway (Deployment + Service) and its kustomization.yaml
-    variants/<id>/        one engine variant: Deployment, Service, HorizontalPodAutoscaler, kustomization.yaml
+    base/                 the gateway (Deployment with `gateway_replicas` replicas, RollingUpdate,
+                          PodDisruptionBudget, Service) and the Redis its replicas share their
+                          registry through (Deployment + Service `dalston-redis`)
+    variants/<id>/        one engine variant: Deployment, Service, KEDA ScaledObject, kustomization.yaml
     kustomization.yaml    base + the default variants (deploy/defaults.yaml); add others with
                           `resources: [- variants/<id>]` in an overlay of your own
+
+Engines scale on the work waiting, not on CPU: each variant's ScaledObject asks Prometheus for the
+queued + in-flight requests (+ active realtime sessions) of all its pods and targets the variant's
+`max_concurrency` per replica, between the min/max of deploy/defaults.yaml (per-variant
+overrides there). Variants that run on CPU here also get a CPU-utilisation trigger in the same
+ScaledObject (KEDA owns the HPA of its target; a second, hand-made HPA would fight it). GPU variants
+do not: their work is on the GPU, and the CPU of their pod says nothing about it.
 
 Everything a variant needs comes from its spec: memory request (hardware.min_ram_gb) and limit
 (container.memory), `nvidia.com/gpu` and a node affinity on NVIDIA GPU feature discovery's
@@ -31,7 +40,10 @@ INTERNAL_SECRET = "dalston-internal"
 KEYS_SECRET = "dalston-keys"
 KEYS_DIR = "/etc/dalston/keys"
 GATEWAY_NAME = "dalston-gateway"
+REDIS_NAME = "dalston-redis"
 PRESTOP_SLEEP_S = 5
+KEDA_POLLING_S = 15
+KEDA_COOLDOWN_S = 300
 
 
 def _labels(component: str, engine_id: str | None = None, stage: str | None = None) -> dict[str, str]:
@@ -109,43 +121,107 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
     }
     pod.update({"terminationGracePeriodSeconds": grace, "containers": [container], "volumes": [volume]})
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-            "spec": {"replicas": 1, "selector": {"matchLabels": labels},
+            # No `replicas`: the ScaledObject owns the count (a fixed one would be reset on every apply).
+            "spec": {"selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels, "annotations": {
                          "prometheus.io/scrape": "true", "prometheus.io/port": str(d.ENGINE_PORT),
                          "prometheus.io/path": "/metrics"}}, "spec": pod}}}
 
 
-def engine_hpa(entry: CatalogEntry, defaults: d.Defaults) -> dict[str, Any]:
+def work_query(entry: CatalogEntry) -> str:
+    """PromQL: the work waiting on all pods of this variant (the engines' own gauges, joined to their
+    `dalston_engine_info{engine_id=...}` on namespace and pod so that no relabelling is needed)."""
+    work = "dalston_requests_queued + dalston_requests_in_flight"
+    if entry.spec.is_streaming:
+        work += " + dalston_realtime_sessions_active"
+    return (f'sum(({work}) * on(namespace, pod) group_left() '
+            f'dalston_engine_info{{engine_id="{entry.spec.id}"}})')
+
+
+def engine_scaled_object(entry: CatalogEntry, defaults: d.Defaults) -> dict[str, Any]:
+    """KEDA ScaledObject: replicas = ceil(work waiting / max_concurrency), within the variant's bounds."""
+    spec = entry.spec
     name = d.service_name(entry)
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": {"name": name, "labels": _labels("engine", entry.spec.id, entry.stage)},
+    low, high = defaults.replicas(spec.id)
+    triggers: list[dict[str, Any]] = [{
+        "type": "prometheus", "name": "work-waiting", "metricType": "AverageValue",
+        "metadata": {"serverAddress": defaults.prometheus_url, "query": work_query(entry),
+                     "threshold": str(spec.capabilities.max_concurrency), "ignoreNullValues": "true"}}]
+    if d.runs_on_cpu(spec):
+        triggers.append({"type": "cpu", "name": "cpu", "metricType": "Utilization",
+                         "metadata": {"value": str(defaults.cpu_utilization), "containerName": "engine"}})
+    return {"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledObject",
+            "metadata": {"name": name, "labels": _labels("engine", spec.id, entry.stage)},
             "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": name},
-                     "minReplicas": defaults.hpa_min_replicas, "maxReplicas": defaults.hpa_max_replicas,
-                     "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {
-                         "type": "Utilization", "averageUtilization": defaults.hpa_cpu_utilization}}}]}}
+                     "pollingInterval": KEDA_POLLING_S, "cooldownPeriod": KEDA_COOLDOWN_S,
+                     "minReplicaCount": low, "maxReplicaCount": high,
+                     # No `fallback`: with Prometheus unreachable the HPA gets no value for this
+                     # metric and holds the current size (it never scales down on a missing metric),
+                     # where a fixed fallback would jump GPU variants to some guess.
+                     "advanced": {"horizontalPodAutoscalerConfig": {"behavior": {
+                         # Engines are slow to start (weights): scale up at once, down only after a
+                         # quiet period, one pod at a time.
+                         "scaleDown": {"stabilizationWindowSeconds": KEDA_COOLDOWN_S,
+                                       "policies": [{"type": "Pods", "value": 1, "periodSeconds": 60}]}}}},
+                     "triggers": triggers}}
 
 
-def gateway_deployment() -> dict[str, Any]:
+def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
     labels = _labels("gateway")
     volume, mount = _keys_volume()
     container = {
         "name": "gateway", "image": d.gateway_image(), "command": d.gateway_command(),
         "ports": [{"name": "http", "containerPort": d.GATEWAY_PORT, "protocol": "TCP"}],
-        "env": _secret_env(),
+        "env": [*_secret_env(), {"name": "DALSTON_REGISTRY_URL", "value": d.registry_url(REDIS_NAME)}],
         "resources": {"requests": {"memory": "256Mi", "cpu": "500m"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": _http_probe("/ready", 5, 2),
         "livenessProbe": _http_probe("/health", 10, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
         "volumeMounts": [mount],
     }
-    # One replica: the live-instance table is in memory and engines register with the Service, so a
-    # second replica would see only the engines that happened to reach it (see docs/DEPLOY.md).
+    # Several replicas share the registry through Redis (DALSTON_REGISTRY_URL): any replica routes
+    # to every engine, so a rolling update replaces them one at a time with no gap in routing.
+    spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+        "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
+                                           "labelSelector": {"matchLabels": labels}}}]}}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": GATEWAY_NAME, "labels": labels},
-            "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+            "spec": {"replicas": defaults.gateway_replicas,
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                     "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels, "annotations": {
                          "prometheus.io/scrape": "true", "prometheus.io/port": str(d.GATEWAY_PORT)}},
-                         "spec": {"terminationGracePeriodSeconds": 60, "containers": [container],
-                                  "volumes": [volume]}}}}
+                         "spec": {"terminationGracePeriodSeconds": 60, "affinity": spread,
+                                  "containers": [container], "volumes": [volume]}}}}
+
+
+def gateway_pdb(defaults: d.Defaults) -> dict[str, Any]:
+    """Voluntary disruptions (node drains) leave at least one gateway replica serving."""
+    labels = _labels("gateway")
+    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
+            "metadata": {"name": GATEWAY_NAME, "labels": labels},
+            "spec": {"minAvailable": max(1, defaults.gateway_replicas - 1), "selector": {"matchLabels": labels}}}
+
+
+def redis_deployment() -> dict[str, Any]:
+    """One Redis for the shared registry; use a managed one instead by pointing DALSTON_REGISTRY_URL at it."""
+    labels = _labels("redis")
+    container = {
+        "name": "redis", "image": d.REDIS_IMAGE, "command": d.REDIS_COMMAND,
+        "ports": [{"name": "redis", "containerPort": d.REDIS_PORT, "protocol": "TCP"}],
+        "resources": {"requests": {"memory": "64Mi", "cpu": "100m"}, "limits": {"memory": "256Mi"}},
+        "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5, "timeoutSeconds": 2},
+        "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 3},
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": REDIS_NAME, "labels": labels},
+            "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}}
+
+
+def redis_service() -> dict[str, Any]:
+    labels = _labels("redis")
+    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": REDIS_NAME, "labels": labels},
+            "spec": {"type": "ClusterIP", "selector": labels,
+                     "ports": [{"name": "redis", "port": d.REDIS_PORT, "targetPort": "redis", "protocol": "TCP"}]}}
 
 
 def _kustomization(resources: list[str]) -> dict[str, Any]:
@@ -156,18 +232,22 @@ def render(catalog: Catalog) -> dict[str, str]:
     """Every file under the output directory: relative path -> YAML text."""
     defaults = d.load_defaults(catalog)
     header = f"# {d.GENERATED.format(module='dalston.tools.generate_k8s')}\n"
-    docs: dict[str, Any] = {
-        "base/gateway-deployment.yaml": gateway_deployment(),
-        "base/gateway-service.yaml": _service(GATEWAY_NAME, _labels("gateway"), d.GATEWAY_PORT),
-        "base/kustomization.yaml": _kustomization(["gateway-deployment.yaml", "gateway-service.yaml"]),
+    base: dict[str, Any] = {
+        "gateway-deployment.yaml": gateway_deployment(defaults),
+        "gateway-pdb.yaml": gateway_pdb(defaults),
+        "gateway-service.yaml": _service(GATEWAY_NAME, _labels("gateway"), d.GATEWAY_PORT),
+        "redis-deployment.yaml": redis_deployment(),
+        "redis-service.yaml": redis_service(),
     }
+    docs: dict[str, Any] = {f"base/{name}": doc for name, doc in base.items()}
+    docs["base/kustomization.yaml"] = _kustomization(list(base))
     for engine_id, entry in catalog.engines.items():
         labels = _labels("engine", engine_id, entry.stage)
         docs[f"variants/{engine_id}/deployment.yaml"] = engine_deployment(entry)
         docs[f"variants/{engine_id}/service.yaml"] = _service(d.service_name(entry), labels, d.ENGINE_PORT)
-        docs[f"variants/{engine_id}/hpa.yaml"] = engine_hpa(entry, defaults)
+        docs[f"variants/{engine_id}/scaledobject.yaml"] = engine_scaled_object(entry, defaults)
         docs[f"variants/{engine_id}/kustomization.yaml"] = _kustomization(
-            ["deployment.yaml", "service.yaml", "hpa.yaml"])
+            ["deployment.yaml", "service.yaml", "scaledobject.yaml"])
     docs["kustomization.yaml"] = _kustomization(["base", *(f"variants/{v}" for v in defaults.default_variants)])
     return {path: header + d.dump_yaml(doc) for path, doc in docs.items()}
 

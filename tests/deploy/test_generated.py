@@ -1,7 +1,9 @@
 """compose.yaml and deploy/k8s/ are current, derived from the variant files, and valid.
 
 Kubernetes manifests are checked against the API schemas shipped by `kubernetes-validate` (pinned
-in the dev extra), strictly: an unknown field fails as a real API server would reject it.
+in the dev extra), strictly: an unknown field fails as a real API server would reject it. KEDA
+ScaledObjects, a custom resource kubernetes-validate does not know, are checked against the schema
+in keda_schema.py, written from KEDA 2.15's documented fields.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import yaml
 from dalston.catalog import Catalog
 from dalston.tools import deployment as d
 from dalston.tools import generate_compose, generate_k8s
+from tests.deploy import keda_schema
 
 REPO = d.REPO_ROOT
 K8S_VERSION = "1.31.0"
@@ -40,16 +43,16 @@ def test_check_detects_drift(tmp_path, capsys):
     assert generate_compose.main(["--check", "--output", str(out)]) == 1
     k8s = tmp_path / "k8s"
     shutil.copytree(REPO / "deploy" / "k8s", k8s)
-    (k8s / "variants" / "whisper-base" / "hpa.yaml").unlink()
+    (k8s / "variants" / "whisper-base" / "scaledobject.yaml").unlink()
     assert generate_k8s.main(["--check", "--output", str(k8s)]) == 1
-    assert "variants/whisper-base/hpa.yaml" in capsys.readouterr().err
+    assert "variants/whisper-base/scaledobject.yaml" in capsys.readouterr().err
 
 
 def test_compose_services_follow_the_specs(catalog):
     compose = yaml.safe_load((REPO / "compose.yaml").read_text())
     services = compose["services"]
     defaults = d.load_defaults(catalog)
-    assert set(services) == {"gateway"} | {d.service_name(e) for e in catalog.engines.values()}
+    assert set(services) == {"gateway", "gateway-2", "redis"} | {d.service_name(e) for e in catalog.engines.values()}
     assert "profiles" not in services["gateway"]
     for engine_id, entry in catalog.engines.items():
         spec = entry.spec
@@ -57,7 +60,7 @@ def test_compose_services_follow_the_specs(catalog):
         service = services[name]
         assert service["image"] == f"dalston-{engine_id}:{spec.version}"
         assert service["environment"]["ENGINE_ID"] == engine_id
-        assert service["environment"]["DALSTON_GATEWAY_URL"] == "http://gateway:8000"
+        assert service["environment"]["DALSTON_GATEWAY_URL"] == "${DALSTON_GATEWAY_URL:-http://gateway:8000}"
         assert "DALSTON_INTERNAL_TOKEN" in service["environment"]
         assert service["deploy"]["resources"]["limits"]["memory"] == spec.container.memory
         gpu = service["deploy"]["resources"].get("reservations", {}).get("devices")
@@ -98,7 +101,12 @@ def test_dockerfile_weights_step_uses_the_variant_pins():
 
 
 def _manifests() -> list[Path]:
-    return sorted(p for p in (REPO / "deploy" / "k8s").rglob("*.yaml") if p.name != "kustomization.yaml")
+    return sorted(p for p in (REPO / "deploy" / "k8s").rglob("*.yaml")
+                  if p.name not in ("kustomization.yaml", "scaledobject.yaml"))
+
+
+def _scaled_objects() -> list[Path]:
+    return sorted((REPO / "deploy" / "k8s").rglob("scaledobject.yaml"))
 
 
 @pytest.mark.parametrize("path", _manifests(), ids=lambda p: str(p.relative_to(REPO / "deploy" / "k8s")))
@@ -106,6 +114,59 @@ def test_k8s_manifest_validates(path):
     kubernetes_validate = pytest.importorskip("kubernetes_validate")
     for document in yaml.safe_load_all(path.read_text()):
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("path", _scaled_objects(), ids=lambda p: p.parent.name)
+def test_scaled_object_validates_against_keda_schema(path):
+    document = yaml.safe_load(path.read_text())
+    assert keda_schema.problems(document) == []
+
+
+@pytest.mark.parametrize("breakage,message", [
+    (lambda so: so["spec"].update(minReplicas=1), "Additional properties are not allowed ('minReplicas'"),
+    (lambda so: so["spec"]["triggers"][0]["metadata"].update(threshold=4), "4 is not of type 'string'"),
+    (lambda so: so["spec"]["triggers"][0]["metadata"].pop("query"), "'query' is a required property"),
+    (lambda so: so["spec"]["scaleTargetRef"].pop("name"), "'name' is a required property"),
+    (lambda so: so["spec"]["triggers"][0].update(metricType="Utilization"), "is not one of"),
+    (lambda so: so["spec"].update(minReplicaCount=5, maxReplicaCount=2), "minReplicaCount 5 > maxReplicaCount 2"),
+    (lambda so: so.update(apiVersion="keda.sh/v1"), "'keda.sh/v1alpha1' was expected"),
+])
+def test_keda_schema_rejects_broken_scaled_objects(breakage, message):
+    document = yaml.safe_load((REPO / "deploy/k8s/variants/audio-prepare/scaledobject.yaml").read_text())
+    breakage(document)
+    assert any(message in problem for problem in keda_schema.problems(document)), keda_schema.problems(document)
+
+
+def test_gateway_is_replicated_on_a_shared_registry(catalog):
+    base = REPO / "deploy" / "k8s" / "base"
+    defaults = d.load_defaults(catalog)
+    dep = yaml.safe_load((base / "gateway-deployment.yaml").read_text())
+    assert dep["spec"]["replicas"] == defaults.gateway_replicas >= 2
+    assert dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    env = {e["name"]: e.get("value") for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    redis_svc = yaml.safe_load((base / "redis-service.yaml").read_text())
+    assert env["DALSTON_REGISTRY_URL"] == f"redis://{redis_svc['metadata']['name']}:6379/0"
+    pdb = yaml.safe_load((base / "gateway-pdb.yaml").read_text())
+    assert pdb["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    assert 1 <= pdb["spec"]["minAvailable"] < dep["spec"]["replicas"]  # a drain can take one, never all
+    redis_dep = yaml.safe_load((base / "redis-deployment.yaml").read_text())
+    image = redis_dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert re.fullmatch(r"redis:\d+\.\d+\.\d+", image)  # official image, pinned tag
+    assert redis_svc["spec"]["selector"] == redis_dep["spec"]["selector"]["matchLabels"]
+    kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
+    assert {"gateway-pdb.yaml", "redis-deployment.yaml", "redis-service.yaml"} <= set(kustomization)
+
+
+def test_compose_ha_profile(catalog):
+    services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    assert services["redis"]["profiles"] == ["ha"] and re.fullmatch(r"redis:\d+\.\d+\.\d+", services["redis"]["image"])
+    assert services["gateway-2"]["profiles"] == ["ha"] and services["gateway-2"]["depends_on"] == ["redis"]
+    for name in ("gateway", "gateway-2"):  # embedded unless the ha env file sets the URL
+        assert services[name]["environment"]["DALSTON_REGISTRY_URL"] == "${DALSTON_REGISTRY_URL:-}"
+    env = dict(line.split("=", 1) for line in (REPO / "deploy" / "compose-ha.env").read_text().splitlines()
+               if line and not line.startswith("#"))
+    assert env == {"COMPOSE_PROFILES": "ha", "DALSTON_REGISTRY_URL": "redis://redis:6379/0",
+                   "DALSTON_GATEWAY_URL": "http://gateway:8000,http://gateway-2:8000"}
 
 
 def test_validator_rejects_a_broken_manifest():
@@ -146,8 +207,29 @@ def test_k8s_resources_follow_the_specs(catalog):
                 assert set(d.GPU_PRODUCT_LABELS[gpu]) <= set(expr["values"])
         else:
             assert "nvidia.com/gpu" not in container["resources"]["limits"] and "affinity" not in pod
-        hpa = yaml.safe_load((root / engine_id / "hpa.yaml").read_text())
-        assert hpa["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"] == d.service_name(entry)
+        assert "replicas" not in dep["spec"]  # the ScaledObject owns it
+        scaled = yaml.safe_load((root / engine_id / "scaledobject.yaml").read_text())["spec"]
+        assert scaled["scaleTargetRef"]["name"] == dep["metadata"]["name"] == d.service_name(entry)
+        assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == d.load_defaults(catalog).replicas(engine_id)
+        work, *cpu = scaled["triggers"]
+        assert work["type"] == "prometheus" and work["metadata"]["threshold"] == str(spec.capabilities.max_concurrency)
+        query = work["metadata"]["query"]
+        assert "dalston_requests_queued + dalston_requests_in_flight" in query
+        assert f'engine_id="{engine_id}"' in query
+        assert ("dalston_realtime_sessions_active" in query) == spec.is_streaming
+        # A CPU trigger only for variants that get no GPU here; never a second HPA next to KEDA's own.
+        assert [t["type"] for t in cpu] == (["cpu"] if spec.container.gpu != "required" else [])
+        assert not (root / engine_id / "hpa.yaml").exists()
+
+
+def test_autoscaling_bounds_come_from_defaults_with_overrides(catalog, tmp_path):
+    defaults = d.load_defaults(catalog)
+    assert defaults.replicas("whisper-large-v3") == (1, 8)
+    assert defaults.replicas("whisper-base") == (defaults.min_replicas, defaults.max_replicas)
+    bad = tmp_path / "defaults.yaml"
+    bad.write_text((REPO / "deploy" / "defaults.yaml").read_text().replace("max_replicas: 8", "max_replicas: 0"))
+    with pytest.raises(ValueError, match="autoscaling_overrides.whisper-large-v3: need 1 <= min_replicas"):
+        d.load_defaults(catalog, bad)
 
 
 def test_gpu_label_map_is_total():

@@ -224,8 +224,13 @@ def test_sse_passthrough_is_streamed(gateway, engine_a, catalog):
     assert arrivals[-1][0] - arrivals[0][0] > 0.6  # events arrived as produced, not all at the end
 
 
-def test_least_in_flight_spreads_concurrent_requests(gateway, engine_a, engine_b, catalog):
-    gw, state = gateway
+def test_least_in_flight_spreads_concurrent_requests(engine_a, engine_b, catalog, keys_file):
+    # Registered by hand with no heartbeats: a timeout longer than the test, even on a loaded machine.
+    with running_gateway(catalog, keys_file, heartbeat_timeout=30.0) as (gw, _):
+        _spread_concurrent_requests(gw, engine_a, engine_b, catalog)
+
+
+def _spread_concurrent_requests(gw: str, engine_a: str, engine_b: str, catalog) -> None:
     register(gw, "whisper-base", engine_a, catalog)
     register(gw, "whisper-base", engine_b, catalog)
     body = multipart([("model", b"whisper-base", None)])

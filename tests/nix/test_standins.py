@@ -85,6 +85,85 @@ def test_nix2container_same_layer_inputs_give_one_digest_and_an_image_lists_it_o
     assert got["a"] == got["b"] and got["n"] == 1
 
 
+# --- poetry2nix ---------------------------------------------------------------------------------------
+
+LOCK_DUPLICATES = """
+[[package]]
+name = "numpy"
+version = "2.4.6"
+python-versions = ">=3.11"
+markers = "python_version < \\"3.13\\""
+files = [{file = "numpy-2.4.6.tar.gz", hash = "sha256:00"}]
+
+[[package]]
+name = "numpy"
+version = "2.5.5"
+python-versions = ">=3.12"
+markers = "python_version == \\"3.13\\""
+files = [{file = "numpy-2.5.5.tar.gz", hash = "sha256:00"}]
+
+[[package]]
+name = "setuptools"
+version = "84.2.1"
+python-versions = ">=3.9"
+files = [{file = "setuptools-84.2.1.tar.gz", hash = "sha256:00"}]
+
+[[package]]
+name = "packaging"
+version = "24.2"
+python-versions = ">=3.8"
+files = [{file = "packaging-24.2.tar.gz", hash = "sha256:00"}]
+
+[metadata]
+lock-version = "2.1"
+python-versions = ">=3.11,<3.14"
+"""
+
+PYPROJECT = """
+[tool.poetry]
+name = "demo"
+version = "0.1.0"
+[tool.poetry.dependencies]
+python = ">=3.11"
+{deps}
+"""
+
+
+def _project(tmp: Path, lock: str, deps: list[str]) -> tuple[str, str]:
+    (tmp / "poetry.lock").write_text(lock)
+    (tmp / "pyproject.toml").write_text(PYPROJECT.format(deps="\n".join(f'"{d}" = "*"' for d in deps)))
+    return nix_literal(tmp / "pyproject.toml"), nix_literal(tmp / "poetry.lock")
+
+
+def _packages(pyproject: str, lock: str, overrides: str) -> str:
+    return (f"p2n.mkPoetryPackages {{ pyproject = /. + {pyproject}; poetrylock = /. + {lock}; "
+            f"python = pkgs.python312; preferWheels = true; overrides = {overrides}; }}")
+
+
+def test_poetry2nix_ignores_markers_takes_the_last_duplicate_and_nixpkgs_build_tools(tmp_path: Path) -> None:
+    """Poetry 2's `markers` are never read: Python 3.12 gets numpy 2.5.5 (locked for 3.13 only),
+    and nixpkgs' setuptools/packaging replace the locked ones."""
+    pyproject, lock = _project(tmp_path, LOCK_DUPLICATES, ["numpy", "setuptools", "packaging"])
+    versions = eval_json(PRELUDE + f"({_packages(pyproject, lock, 'p2n.defaultPoetryOverrides')}).standin.versions")
+    assert versions["numpy"] == "2.5.5"
+    nixpkgs = eval_json(PRELUDE + "b.mapAttrs (_: p: p.version) pkgs.python312.pkgs")
+    assert versions["setuptools"] == nixpkgs["setuptools"] != "84.2.1"
+    assert versions["packaging"] == nixpkgs["packaging"] != "24.2"
+
+
+def test_dalston_overrides_refuse_a_duplicate_and_keep_locked_build_tools(tmp_path: Path) -> None:
+    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/locked-versions.nix {{ poetrylock = /. + LOCK; pwd = /tmp; }}))"
+    pyproject, lock = _project(tmp_path, LOCK_DUPLICATES, ["numpy", "setuptools", "packaging"])
+    error = eval_error(PRELUDE + f"({_packages(pyproject, lock, ours.replace('LOCK', lock))}).standin.versions")
+    assert "poetry.lock has more than one entry for numpy (2.4.6, 2.5.5)" in error
+
+    single = LOCK_DUPLICATES.split("[[package]]")
+    del single[2]  # the 3.13 numpy entry
+    pyproject, lock = _project(tmp_path, "[[package]]".join(single), ["numpy", "setuptools", "packaging"])
+    versions = eval_json(PRELUDE + f"({_packages(pyproject, lock, ours.replace('LOCK', lock))}).standin.versions")
+    assert versions == {"numpy": "2.4.6", "setuptools": "84.2.1", "packaging": "24.2"}
+
+
 # --- nixpkgs --------------------------------------------------------------------------------------------
 
 def test_nixpkgs_refuses_unfree_cuda_unless_the_predicate_allows_it() -> None:
