@@ -56,10 +56,10 @@ let
   };
 
   # poetry2nix's defaults plus what this lock needs (nix/overrides/*.nix say why).
-  overrides = poetry2nix.defaultPoetryOverrides.extend (import ./overrides/locked-versions.nix {
+  overrides = (poetry2nix.defaultPoetryOverrides.extend (import ./overrides/locked-versions.nix {
     poetrylock = src + "/poetry.lock";
     pwd = appSrc;
-  });
+  })).extend (import ./overrides/cuda-wheels.nix { poetrylock = src + "/poetry.lock"; });
 
   apps = { whisper = app "whisper"; nemo = app "nemo"; };
 

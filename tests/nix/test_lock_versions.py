@@ -46,7 +46,7 @@ def test_poetry2nix_versions_equal_install_py(repo: Path, family: str, system: s
     install = _install_py()
     # One evaluation: what the family's poetry2nix application is made of.
     app = flake_json(repo, "eval", f".#packages.{system}.\"{FAMILIES[family]}\".app", "--apply",
-                     "a: { inherit (a.standin) extras versions closure; python = { inherit (a.python) version pythonVersion; }; }")
+                     "a: { inherit (a.standin) extras versions closure autoPatchelfMissing; python = { inherit (a.python) version pythonVersion; }; }")
     python = app["python"]
     env = dict(install.default_environment(), python_version=python["pythonVersion"],
                python_full_version=python["version"], sys_platform="linux", platform_system="Linux",
@@ -67,3 +67,13 @@ def test_poetry2nix_versions_equal_install_py(repo: Path, family: str, system: s
     locked = {name: [p.version for p in packages if p.name == name] for name in closure - set(plan)}
     assert all(len(v) == 1 and nix[name] == v[0] for name, v in locked.items()), locked
     assert {"numpy", "av"} <= closure and ("torch" in closure) == (family == "nemo")
+
+
+@pytest.mark.parametrize("system", sorted(SYSTEMS))
+def test_cuda_wheels_link(repo: Path, system: str) -> None:
+    """autoPatchelf finds every library the nemo family's CUDA 13 wheels and torch link (stand-in
+    verdict: poetry2nix's defaults link only nvidia-*-cu11/-cu12 names; nix/overrides/cuda-wheels.nix)."""
+    app = flake_json(repo, "eval", f".#packages.{system}.\"{FAMILIES['nemo']}\".app.standin", "--apply",
+                     "s: { inherit (s) autoPatchelfMissing closure; }")
+    assert {"torch", "nvidia-cublas", "nvidia-cusolver", "nvidia-cudnn-cu13", "nvidia-cufile", "nvidia-nvshmem-cu13"} <= set(app["closure"])
+    assert app["autoPatchelfMissing"] == {}

@@ -164,6 +164,49 @@ def test_dalston_overrides_refuse_a_duplicate_and_keep_locked_build_tools(tmp_pa
     assert versions == {"numpy": "2.4.6", "setuptools": "84.2.1", "packaging": "24.2"}
 
 
+def _wheel(name: str, version: str, deps: list[str]) -> str:
+    dep_table = "".join(f'\n[package.dependencies]\n' if i == 0 else "" for i in range(1 if deps else 0))
+    dep_lines = "".join(f'{d} = "*"\n' for d in deps)
+    return (f'[[package]]\nname = "{name}"\nversion = "{version}"\npython-versions = ">=3"\n'
+            f'files = [{{file = "{name.replace("-", "_")}-{version}-py3-none-manylinux_2_27_x86_64.whl", hash = "sha256:00"}}]\n'
+            f"{dep_table}{dep_lines}\n")
+
+
+CUDA13_LOCK = "".join([
+    _wheel("nvidia-cublas", "13.1.1.3", []),
+    _wheel("nvidia-nvjitlink", "13.5.37", []),
+    _wheel("nvidia-cusparse", "12.6.3.3", ["nvidia-nvjitlink"]),
+    _wheel("nvidia-cusolver", "12.0.4.66", ["nvidia-cublas", "nvidia-cusparse", "nvidia-nvjitlink"]),
+    _wheel("nvidia-cudnn-cu13", "9.20.0.48", ["nvidia-cublas"]),
+    _wheel("nvidia-cufile", "1.15.1.6", []),
+    _wheel("nvidia-nvshmem-cu13", "3.4.5", []),
+    _wheel("nvidia-cublas-cu12", "12.8.4.1", []),
+]) + '[metadata]\nlock-version = "2.1"\npython-versions = ">=3.11"\n'
+
+
+def test_poetry2nix_defaults_link_only_cu11_cu12_wheels_and_dalston_overrides_link_cuda13(tmp_path: Path) -> None:
+    deps = ["nvidia-cusolver", "nvidia-cudnn-cu13", "nvidia-cufile", "nvidia-nvshmem-cu13", "nvidia-cublas-cu12"]
+    pyproject, lock = _project(tmp_path, CUDA13_LOCK, deps)
+    defaults = eval_json(PRELUDE + f"""
+      let r = {_packages(pyproject, lock, 'p2n.defaultPoetryOverrides')}; in {{
+        missing = r.standin.autoPatchelfMissing;
+        cu12 = r.python.pkgs.nvidia-cublas-cu12.postFixup or "";
+        cu13 = r.python.pkgs.nvidia-cublas.postFixup or "";
+      }}""")
+    assert "$out/lib" in defaults["cu12"] and defaults["cu13"] == ""
+    assert defaults["missing"] == {
+        "nvidia-cusolver": ["libcublas.so.13", "libcublasLt.so.13", "libcusparse.so.12", "libnvJitLink.so.13"],
+        "nvidia-cusparse": ["libnvJitLink.so.13"],
+        "nvidia-cublas": ["libcuda.so.1"],
+        "nvidia-cudnn-cu13": ["libcublas.so.13", "libcublasLt.so.13", "libcuda.so.1"],
+        "nvidia-cufile": ["libcuda.so.1", "libibverbs.so.1", "librdmacm.so.1", "libnuma.so.1"],
+        "nvidia-nvshmem-cu13": ["libcuda.so.1", "libmpi.so.40", "libpmix.so.2", "libucp.so.0", "libucs.so.0", "libfabric.so.1"],
+    }
+    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/cuda-wheels.nix {{ poetrylock = /. + {lock}; }}))"
+    fixed = eval_json(PRELUDE + f"({_packages(pyproject, lock, ours)}).standin.autoPatchelfMissing")
+    assert fixed == {}
+
+
 # --- nixpkgs --------------------------------------------------------------------------------------------
 
 def test_nixpkgs_refuses_unfree_cuda_unless_the_predicate_allows_it() -> None:
