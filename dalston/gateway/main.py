@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from dalston import shared_redis
+from dalston import connection_limits, shared_redis
 from dalston.catalog import Catalog, SpecInvalid
 from dalston.registration import INTERNAL_TOKEN_ENV
 
@@ -36,6 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                        "instance registry and in-flight counts (docs/DEPLOY.md)")
     parser.add_argument("--registry-refresh", type=float, default=0.25,
                         help="seconds between reads of the shared registry (default 0.25)")
+    connection_limits.add_arguments(parser)
     parser.add_argument("--engines-dir", type=Path, default=None, help="catalog root (default $DALSTON_ENGINES_DIR)")
     parser.add_argument("--log-level", default="info")
 
@@ -65,6 +66,11 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
     try:
+        limits = connection_limits.from_arguments(args)
+    except ValueError as exc:
+        print(f"dalston gateway: error: invalid connection limits: {exc}", file=sys.stderr)
+        return 2
+    try:
         registry_url = shared_redis.redis_url_from(args.registry)
         catalog = Catalog.load(args.engines_dir)
         keys = None if args.keys_file is None else KeyStore.from_file(args.keys_file)
@@ -81,5 +87,5 @@ def run(args: argparse.Namespace) -> int:
                            registry_refresh=args.registry_refresh)
     app = create_gateway_app(config)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=30, ws="websockets-sansio")  # the WebSocket stack the engines and tests use
+                timeout_graceful_shutdown=30, ws="websockets-sansio", http=connection_limits.protocol_class(limits))  # the WebSocket stack the engines and tests use
     return 0

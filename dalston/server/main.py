@@ -19,6 +19,7 @@ from typing import Any
 
 import uvicorn
 
+from dalston import connection_limits
 from dalston.auth import KEYS_FILE_ENV, KeysFileError, KeyStore
 
 log = logging.getLogger("dalston.server")
@@ -39,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="413 above this upload size")
     parser.add_argument("--max-queue", type=int, default=None, help="requests that may wait for a slot (default 4 x max_concurrency); beyond: 429")
     parser.add_argument("--realtime-idle-timeout", type=float, default=None, help="seconds without audio before a realtime session is closed")
+    connection_limits.add_arguments(parser)
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     parser.add_argument("--gateway", default=None, help="register with this gateway URL (default $DALSTON_GATEWAY_URL)")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
@@ -78,6 +80,11 @@ def run(args: argparse.Namespace) -> int:
         if keys is None:
             return _fail(f"no API keys: give --keys-file PATH (or ${KEYS_FILE_ENV}); create one with "
                          f"`dalston keys create --keys-file PATH`, or pass --insecure-no-auth for local use", 2)
+
+    try:
+        connection_limits.from_arguments(args)
+    except ValueError as exc:
+        return _fail(f"invalid connection limits: {exc}", 2)
 
     directory = weights_dir(entry.spec, args.model_dir)
     try:
@@ -124,9 +131,10 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
         state.executor.shutdown(wait=False, cancel_futures=True)
 
     app = create_app(state, lifespan=lifespan)
+    limits = connection_limits.from_arguments(args)
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
                             timeout_graceful_shutdown=int(args.shutdown_timeout), access_log=False,
-                            ws="websockets-sansio")
+                            ws="websockets-sansio", http=connection_limits.protocol_class(limits))
     server = _DrainingServer(config, state, registrar)
     log.info("engine_starting engine_id=%s host=%s port=%d weights_dir=%s auth=%s", entry.spec.id, args.host,
              args.port, directory, "keys" if keys is not None else "disabled")
