@@ -74,6 +74,11 @@ export class FilePanel {
       this.showError(ui.error, new ApiFailure("Choose an audio file first."));
       return;
     }
+    if (!ui.model.value) {
+      this.showError(ui.error, new ApiFailure("No transcription model is listed here: enter a key, or use a server "
+                                              + "that runs one."));
+      return;
+    }
     const request = { file: this.file, model: ui.model.value, language: ui.language.value.trim().toLowerCase(),
                       format: ui.format.value, words: ui.words.checked && !ui.words.disabled };
     const stream = STREAMABLE.has(request.format);
