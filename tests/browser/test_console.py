@@ -173,6 +173,33 @@ def test_errors_in_plain_words(cluster, chromium, tmp_path):
     no_errors(console, 401, 400, 503)
 
 
+# Refusals the browser tests cannot provoke cheaply on real processes (a full queue, a slow upload, a
+# model still loading): the body each is sent with, rendered by the servers' own error type.
+@pytest.mark.parametrize("status,code,retry_after,sentence", [
+    (429, "rate_limit_exceeded", "3", "The server is busy with other requests. Try again in 3 s."),
+    (503, "model_not_ready", "5", "The model is still loading. Try again in 5 s."),
+    (503, "too_many_connections", "1", "The server has too many open connections. Try again in 1 s."),
+    (503, "shutting_down", "1", "The server is shutting down. Try again in 1 s."),
+    (403, "forbidden_credential", None, "That is not a dalston key: paste a key that starts with dk_."),
+    (413, "upload_too_large", None, "The file is larger than this server accepts."),
+    (408, "request_timeout", None, "The upload was too slow and the server stopped waiting for it."),
+    (400, "audio_too_long", None, "The recording is longer than this model accepts."),
+    (400, "unsupported_language", None, "This model does not know that language."),
+])
+def test_every_documented_refusal_has_a_sentence(cluster, chromium, status, code, retry_after, sentence):
+    from dalston.server.errors import ApiError
+
+    body = ApiError(status, f"server words for {code}", code).response().body.decode()
+    console = driver.ConsolePage.open(chromium, cluster.gateway.url)
+    explained = console.page.evaluate("""async ([status, body, retryAfter]) => {
+        const { explain } = await import('/console/js/api.js');
+        const failure = explain(status, body, retryAfter);
+        return [failure.message, failure.detail];
+    }""", [status, body, retry_after])
+    assert explained == [sentence, f"server words for {code}"]
+    no_errors(console)
+
+
 def test_microphone_partials_turn_into_finals(cluster, chromium):
     console = driver.ConsolePage.open(chromium, cluster.gateway.url)
     console.enter_key(driver.KEY)

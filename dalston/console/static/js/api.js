@@ -42,6 +42,8 @@ export function explain(status, bodyText, retryAfter) {
   else if (code === "model_not_ready") message = "The model is still loading." + wait;
   else if (status === 429) message = "The server is busy with other requests." + wait;
   else if (code === "shutting_down") message = "The server is shutting down." + wait;
+  else if (code === "too_many_connections") message = "The server has too many open connections." + wait;
+  else if (status === 408) message = "The upload was too slow and the server stopped waiting for it.";
   else if (AUDIO_CODES.has(code)) message = "That file is not audio the server can read.";
   else if (code === "audio_too_long") message = "The recording is longer than this model accepts.";
   else if (status === 413) message = "The file is larger than this server accepts.";
