@@ -8,6 +8,7 @@ device plays a wav file as the microphone.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import shutil
@@ -137,8 +138,11 @@ class ConsolePage:
         return list(rows)
 
     def transcribe(self, path: Path, model: str, *, response_format: str = "verbose_json", words: bool = True,
-                   language: str = "", timeout_ms: float = 120_000) -> None:
-        self.page.set_input_files("#file-input", str(path))
+                   language: str = "", drop: bool = False, timeout_ms: float = 120_000) -> None:
+        if drop:
+            self.drop_file(path)
+        else:
+            self.page.set_input_files("#file-input", str(path))
         self.page.select_option("#file-model", model)
         self.page.select_option("#file-format", response_format)
         self.page.fill("#file-language", language)
@@ -147,6 +151,16 @@ class ConsolePage:
         self.page.click("#file-submit")
         self.page.wait_for_function("""() => document.querySelector('#file-status').textContent.startsWith('Done')
             || !document.querySelector('#file-error').hidden""", timeout=timeout_ms)
+
+    def drop_file(self, path: Path) -> None:
+        """Drag-and-drop: a `drop` event carrying the file, as the browser fires it for a dragged file."""
+        self.page.evaluate("""([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name));
+            document.querySelector('#drop-zone').dispatchEvent(
+                new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+        }""", [path.name, base64.b64encode(path.read_bytes()).decode()])
 
     def error_text(self, selector: str) -> str:
         element = self.page.query_selector(selector)

@@ -165,7 +165,8 @@ def test_errors_in_plain_words(cluster, chromium, tmp_path):
     console.wait_models()
     not_audio = tmp_path / "notes.wav"
     not_audio.write_bytes(b"these are meeting notes, not a recording\n" * 50)
-    console.transcribe(not_audio, BASE)
+    console.transcribe(not_audio, BASE, drop=True)  # dropped onto the page, not picked
+    assert console.page.text_content("#file-name").startswith("notes.wav")
     assert console.error_text("#file-error").startswith("That file is not audio the server can read")
     console.transcribe(assets.speech_clip("beckett"), "parakeet-0.6b")
     message = console.error_text("#file-error")
