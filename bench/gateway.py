@@ -2,6 +2,7 @@
 
     python bench/gateway.py                  # whisper-base, beckett.wav; ~3 min on 2 cores
     python bench/gateway.py --requests 20 --burst 16
+    python bench/gateway.py --replicas 2 --registry redis   # replicas on Redis: see bench/gateway_ha.py
 
 1. Latency: the same transcription request (same bytes, same multipart body) sent alternately
    straight to a `dalston serve whisper-base` process and through `dalston gateway` to that same
@@ -103,8 +104,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="DALSTON_MODEL_DIR-style root holding <engine>/ (default: test asset cache)")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
-    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "gateway.json")
+    parser.add_argument("--output", type=Path, default=None,
+                        help="JSON file (default bench/results/gateway.json, gateway-ha.json with --replicas 2)")
+    parser.add_argument("--replicas", type=int, choices=(1, 2), default=1,
+                        help="2: gateway replicas sharing a registry (needs --registry redis; whisper-tiny-en)")
+    parser.add_argument("--registry", choices=("memory", "redis"), default="memory")
+    parser.add_argument("--cost-pairs", type=int, default=200, help="--replicas 2: fast-path cost pairs")
+    parser.add_argument("--heartbeat-interval", type=float, default=2.0,
+                        help="--replicas 2: heartbeat interval of the engine-reported scheme in the balance study")
     args = parser.parse_args(argv)
+    if args.replicas == 2 or args.registry == "redis":
+        if (args.replicas, args.registry) != (2, "redis"):
+            parser.error("--replicas 2 and --registry redis go together (one embedded gateway is the default run)")
+        return _replicas(args)
+    args.output = args.output or ROOT / "bench" / "results" / "gateway.json"
 
     work = Path(tempfile.mkdtemp(prefix="dalston-bench-gateway-"))
     engines = assets.engines_tree(work)
@@ -189,6 +202,20 @@ def main(argv: list[str] | None = None) -> int:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.output}")
+    return 0
+
+
+def _replicas(args: argparse.Namespace) -> int:
+    from bench import gateway_ha
+
+    result = gateway_ha.run(args, ROOT)
+    print(f"gateway replicas benchmark: {gateway_ha.ENGINE}, beckett.wav, {os.cpu_count()} CPUs")
+    for name, value in gateway_ha.table(result):
+        print(f"  {name:<44} {value:>16}")
+    output = args.output or ROOT / "bench" / "results" / "gateway-ha.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {output}")
     return 0
 
 
