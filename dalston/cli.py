@@ -17,6 +17,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "transcribe": ("dalston.commands.transcribe", "transcribe a file in process, no server"),
     "stream": ("dalston.commands.stream", "stream a file to a realtime endpoint and print partials/finals"),
     "gateway": ("dalston.gateway.main", "run the gateway that routes requests to engines by model"),
+    "orchestrator": ("dalston.jobs.main", "run a batch-job orchestrator (prepare, chunk, merge) on the shared Redis"),
+    "jobs": ("dalston.commands.jobs", "submit a batch job to a gateway, follow its progress, write the result"),
     "models": ("dalston.commands.models", "list models, pull or verify pinned weights"),
     "keys": ("dalston.commands.keys", "create API keys (stored as SHA-256 hashes)"),
     "schema": ("dalston.commands.schema", "print the JSON Schema of variant files"),

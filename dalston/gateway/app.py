@@ -24,13 +24,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
-from dalston.auth import KeyStore
+from dalston.auth import KeyStore, hash_key
 from dalston.catalog import Catalog
 from dalston.console import console_routes
 from dalston.gateway import proxy
 from dalston.gateway.instances import InstanceRegistry, make_registry
 from dalston.gateway.metrics import GatewayMetrics, RegistryCollector
 from dalston.gateway.sniff import SniffError, sniff_model
+from dalston.jobs.routes import job_routes
 from dalston.model_card import card_fields
 from dalston.models import ModelNotFound, ModelRegistry
 from dalston.registration import spec_digest
@@ -104,6 +105,15 @@ def client_auth_error(state: GatewayState, token: str | None) -> Response | None
     if not state.config.keys.check(token):
         return openai_error(401, "invalid API key", "invalid_request_error", "invalid_api_key")
     return None
+
+
+def job_owner(request: Request) -> str | Response:
+    """Who owns the jobs this request may see: the key's SHA-256 digest (`anonymous` with auth off)."""
+    state: GatewayState = request.app.state.gateway
+    token = bearer(request.headers)
+    if (denied := client_auth_error(state, token)) is not None:
+        return denied
+    return hash_key(token) if token is not None and state.config.keys is not None else "anonymous"
 
 
 def internal_auth_error(state: GatewayState, request: Request) -> Response | None:
@@ -313,6 +323,7 @@ def routes() -> list[BaseRoute]:
         Route("/v1/audio/translations", audio_route, methods=["POST"]),
         WebSocketRoute("/v1/realtime", proxy.realtime),
         *console_routes(),
+        *job_routes(job_owner),
         Route(INTERNAL_PREFIX, register, methods=["POST"]),
         Route(INTERNAL_PREFIX, list_instances, methods=["GET"]),
         Route(INTERNAL_PREFIX + "/{instance_id}/heartbeat", heartbeat, methods=["POST"]),

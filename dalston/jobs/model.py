@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -113,7 +114,7 @@ class Job:
     fields: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_hash(cls, raw: dict[bytes, bytes] | dict[str, str]) -> Job:
+    def from_hash(cls, raw: Mapping[Any, Any]) -> Job:
         f = {(k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
              for k, v in raw.items()}
         return cls(id=f["id"], owner=f.get("owner", ""), model=f["model"], status=f["status"],

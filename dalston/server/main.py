@@ -44,6 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
     parser.add_argument("--gateway", default=None, help="register with this gateway URL (default $DALSTON_GATEWAY_URL)")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
+    from dalston.jobs.worker import add_queue_arguments
+
+    add_queue_arguments(parser)  # --queue: batch-job worker mode (docs/JOBS.md)
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -96,9 +99,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore | None, directory: Path) -> int:
+    import asyncio
     import contextlib
 
     from dalston.engine_sdk import EngineLoadError
+    from dalston.jobs.worker import QueueConfigError, queue_worker_from
     from dalston.registration import RegistrationConfigError, registrar_for
     from dalston.server.app import create_app
     from dalston.server.realtime import RealtimeLimits
@@ -110,7 +115,8 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
                                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                                    realtime_limits=realtime_limits)
         registrar = registrar_for(entry.spec, args.host, args.port, args.gateway)
-    except (EngineLoadError, RegistrationConfigError) as exc:
+        queue = queue_worker_from(args, state)
+    except (EngineLoadError, RegistrationConfigError, QueueConfigError) as exc:
         return _fail(str(exc))
 
     registrar = _Once(registrar)
@@ -125,8 +131,12 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
     @contextlib.asynccontextmanager
     async def lifespan(_: Any):  # type: ignore[no-untyped-def]
         state.load_in_background(on_ready=registrar.start, on_failure=on_failure)
+        queue_task = asyncio.create_task(queue.run()) if queue is not None else None
         yield
         state.draining = True
+        if queue is not None and queue_task is not None:
+            await queue.stop(timeout=args.shutdown_timeout)
+            queue_task.cancel()
         registrar.stop()
         state.executor.shutdown(wait=False, cancel_futures=True)
 
