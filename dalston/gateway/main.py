@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import sys
@@ -12,7 +11,6 @@ from pathlib import Path
 from dalston import connection_limits, shared_redis
 from dalston.catalog import Catalog, SpecInvalid
 from dalston.registration import INTERNAL_TOKEN_ENV
-from dalston.shared_redis import add_registry_argument, redis_url_from
 
 KEYS_FILE_ENV = "DALSTON_KEYS_FILE"
 
@@ -44,8 +42,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--storage-dir", default=None,
                         help="job storage shared with orchestrators and engines (default $DALSTON_STORAGE_DIR); "
                              "with --registry it enables /v1/jobs")
-    with contextlib.suppress(argparse.ArgumentError):  # scale-out's registry option, when present, is the same one
-        add_registry_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,22 +89,18 @@ def run(args: argparse.Namespace) -> int:
                            max_prefix_bytes=args.max_prefix_bytes, registry_url=registry_url,
                            registry_refresh=args.registry_refresh)
     app = create_gateway_app(config)
-    try:
-        app.state.jobs = _jobs_backend(args, catalog)
-    except ValueError as exc:  # a --registry that is not a Redis URL
-        print(f"dalston gateway: error: {exc}", file=sys.stderr)
-        return 2
+    app.state.jobs = _jobs_backend(registry_url, args, catalog)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
                 timeout_graceful_shutdown=30, ws="websockets-sansio", http=connection_limits.protocol_class(limits))  # the WebSocket stack the engines and tests use
     return 0
 
 
-def _jobs_backend(args: argparse.Namespace, catalog: Catalog) -> object | None:
+def _jobs_backend(url: str | None, args: argparse.Namespace, catalog: Catalog) -> object | None:
     """The /v1/jobs backend when both Redis and storage are configured; otherwise jobs answer 503."""
     from dalston.jobs.routes import JobsBackend
     from dalston.jobs.storage import storage_from
 
-    url, storage = redis_url_from(args.registry), storage_from(args.storage_dir)
+    storage = storage_from(args.storage_dir)
     if url is None or storage is None:
         logging.getLogger("dalston.gateway").info("jobs_disabled reason=%s",
                                                   "no_registry" if url is None else "no_storage_dir")

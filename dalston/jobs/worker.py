@@ -59,7 +59,10 @@ def queue_worker_from(args: argparse.Namespace, state: Any) -> QueueWorker | Non
     """The worker `--queue` asks for, or None; QueueConfigError if Redis or storage is not configured."""
     if not getattr(args, "queue", False):
         return None
-    url = redis_url_from(getattr(args, "registry", None))
+    try:
+        url = redis_url_from(getattr(args, "registry", None))
+    except ValueError as exc:
+        raise QueueConfigError(str(exc)) from None
     if url is None:
         raise QueueConfigError("--queue needs Redis: pass --registry redis://HOST:6379/0 or set DALSTON_REGISTRY_URL")
     storage = storage_from(args.storage_dir)
