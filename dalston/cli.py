@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "keys": ("dalston.commands.keys", "create API keys (stored as SHA-256 hashes)"),
     "schema": ("dalston.commands.schema", "print the JSON Schema of variant files"),
     "validate": ("dalston.tools.validate_engine", "validate engine variant files"),
+    "doctor": ("dalston.commands.doctor", "debug an engine install/image: weights, devices, library path, versions"),
 }
 
 

@@ -1,7 +1,7 @@
 # One OCI image per variant with nix2container, layered for reuse:
 #
 #   1. deps     the family's Python runtime and dependencies (identical for every variant of a family)
-#   2. cuda     GPU variants of the whisper family only: the CUDA runtime CTranslate2 loads
+#   2. cuda     GPU variants of the whisper family only: the cuBLAS CTranslate2 loads (CUDA 12)
 #   3. app      dalston itself, the family entrypoint, this variant's engines tree, /tmp and /etc/passwd
 #   4. weights  this variant's pinned weights, last: the biggest and the most variant-specific
 #
@@ -80,8 +80,10 @@ let
         PYTHONUNBUFFERED = "1";
         HOME = "/tmp";
         PATH = "${app.dependencyEnv}/bin:${launcher}/bin";
-      } // (if cudaRuntime == [ ] then { } else {
-        LD_LIBRARY_PATH = builtins.concatStringsSep ":" (map (p: "${p}/lib") cudaRuntime);
+      } // (if !(families.usesGpu spec) then { } else {
+        # The family's CUDA libraries, then where the driver (libcuda.so.1) is mounted.
+        LD_LIBRARY_PATH = b.concatStringsSep ":" (map (p: "${p}/lib") cudaRuntime
+          ++ families.driverLibraryPath { inherit (pkgs) system; driverLink = pkgs.addDriverRunpath.driverLink; image = true; });
         # What the NVIDIA container toolkit reads to mount the driver into the container.
         NVIDIA_VISIBLE_DEVICES = "all";
         NVIDIA_DRIVER_CAPABILITIES = "compute,utility";

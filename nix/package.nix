@@ -80,6 +80,11 @@ let
       spec = entry.spec;
       family = families.familyOf spec;
       dalston = apps.${family};
+      # GPU variants: the family's CUDA libraries and the host's driver directory (NixOS; see
+      # nix/lib/runtime-family.nix driverLibraryPath), after whatever the caller already set.
+      gpuFlags = if !(families.usesGpu spec) then "" else " \\\n          --suffix LD_LIBRARY_PATH : "
+        + b.concatStringsSep ":" (map (p: "${p}/lib") (families.cudaRuntimeFor (families.cudaPackagesFor pkgs) family)
+          ++ families.driverLibraryPath { inherit (pkgs) system; driverLink = pkgs.addDriverRunpath.driverLink; image = false; });
     in
     pkgs.runCommand "${spec.id}-${spec.version}"
       {
@@ -103,7 +108,7 @@ let
           --set-default DALSTON_ENGINES_DIR ${engines}/engines \
           --set-default DALSTON_MODEL_DIR ${weights} \
           --set-default HF_HUB_OFFLINE 1 \
-          --set-default TRANSFORMERS_OFFLINE 1
+          --set-default TRANSFORMERS_OFFLINE 1${gpuFlags}
       '';
 in
 {

@@ -37,7 +37,7 @@ let
       weights = weightsLib.weightsFor entry.spec;
       engines = enginesTree.treeFor entry;
       served = package.variant { inherit entry weights engines; };
-      img = image.imageFor { inherit entry; variantPackage = served; inherit (pkgs) cudaPackages; };
+      img = image.imageFor { inherit entry; variantPackage = served; cudaPackages = families.cudaPackagesFor pkgs; };
     in
     {
       packages = {

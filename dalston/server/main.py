@@ -95,6 +95,9 @@ def run(args: argparse.Namespace) -> int:
     except WeightsError as exc:
         return _fail(str(exc))
 
+    from dalston import devices  # the same facts `dalston doctor` prints
+
+    log.info(devices.log_line(entry.spec, devices.probe(devices.runtime_for(entry.spec))))
     return _serve(args, entry, registry, keys, directory)
 
 
