@@ -4,8 +4,8 @@
 #
 # Every per-variant output is derived from engines/**/*.yaml at evaluation time
 # (nix/lib/discover.nix), so adding a variant file adds `<id>`, `<id>-image` and `<id>-weights`
-# with no Nix edit. `lib.withMirrors [ "file:///srv/models" ]` gives the same packages with weight
-# files fetched from mirrors (same hashes, hence the same store paths).
+# with no Nix edit. `legacyPackages.<system>.withMirrors [ "file:///srv/models" ]` gives the same
+# packages with weight files fetched from mirrors (same hashes, hence the same store paths).
 { self ? null, nixpkgs, nix2container, poetry2nix, systems ? [ "x86_64-linux" "aarch64-linux" ], ... }:
 let
   b = builtins;
@@ -38,11 +38,14 @@ in
   devShells = part "devShells";
   formatter = part "formatter";
 
-  lib = {
+  # WHY legacyPackages and not `lib`: `nix flake check` warns about an unknown `lib` output, and
+  # these are per-system anyway (`nix eval .#variants` then works for the current system).
+  legacyPackages = forSystems (system: {
     # { <id> = { spec; family; stage; dir; file; }; }: what the outputs are derived from.
     variants = checked;
-    # Base URLs under which a weight file is at <mirror>/<repo>/resolve/<revision>/<file>:
-    #   (flake.lib.withMirrors [ "file:///srv/models" ]).x86_64-linux.whisper-base-image
-    withMirrors = mirrors: b.mapAttrs (_: o: o.packages) (outputsFor mirrors);
-  };
+    # This system's packages with weight files fetched from mirrors: base URLs under which a
+    # weight file is at <mirror>/<repo>/resolve/<revision>/<file> (same hashes, same store paths).
+    #   (flake.legacyPackages.x86_64-linux.withMirrors [ "file:///srv/models" ]).whisper-base-image
+    withMirrors = mirrors: (outputsFor mirrors).${system}.packages;
+  });
 }

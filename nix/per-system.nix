@@ -8,7 +8,8 @@
 #   formatter nixfmt
 #
 # WHY a function of (system, inputs, mirrors): `mirrors` changes only where weight files are fetched
-# from, so lib.withMirrors can rebuild the same set with another source for the same hashes.
+# from, so legacyPackages.<system>.withMirrors can rebuild the same set with another source for the
+# same hashes.
 { system, nixpkgs, nix2container, poetry2nix, src, variants, mirrors ? [ ] }:
 let
   b = builtins;
@@ -32,6 +33,8 @@ let
     projectLicense = if b.isString (project.license or null) then project.license else null;
   };
 
+  app = program: description: { type = "app"; inherit program; meta.description = description; };
+
   perVariant = id: entry:
     let
       weights = weightsLib.weightsFor entry.spec;
@@ -45,10 +48,11 @@ let
         "${id}-image" = img;
         "${id}-weights" = weights;
       };
+      # meta.description: `nix flake check` warns about an app without one.
       apps = {
-        ${id} = { type = "app"; program = "${served}/bin/dalston-${id}"; };
-        "${id}-copy-to-docker-daemon" = { type = "app"; program = "${img.copyToDockerDaemon}/bin/copy-to-docker-daemon"; };
-        "${id}-copy-to-registry" = { type = "app"; program = "${img.copyToRegistry}/bin/copy-to-registry"; };
+        ${id} = app "${served}/bin/dalston-${id}" "dalston serve ${id} with its pinned weights";
+        "${id}-copy-to-docker-daemon" = app "${img.copyToDockerDaemon}/bin/copy-to-docker-daemon" "load the ${id} image into the Docker daemon";
+        "${id}-copy-to-registry" = app "${img.copyToRegistry}/bin/copy-to-registry" "push the ${id} image (docker://${img.imageName}:${img.imageTag})";
       };
     };
 
@@ -93,7 +97,7 @@ in
   packages = merge "packages" // { default = package.apps.whisper; };
 
   apps = merge "apps" // {
-    default = { type = "app"; program = "${package.apps.whisper}/bin/dalston"; };
+    default = app "${package.apps.whisper}/bin/dalston" "the dalston CLI (whisper and server extras)";
   };
 
   checks = {

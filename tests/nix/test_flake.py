@@ -124,6 +124,15 @@ def test_flake_show_and_check_no_build_pass(repo: Path) -> None:
         assert shown["packages"][system]["default"]["name"] == "dalston-0.1.0"
     proc = flake(repo, "flake", "check", "--no-build")
     assert proc.returncode == 0, proc.stderr
+    # What a user sees: no warning from the flake itself (Nix 2.8 warns about unknown outputs such
+    # as `lib`; newer Nix also about apps without meta.description, checked below).
+    warnings = [line for line in proc.stderr.splitlines()
+                if line.startswith("warning:") and "not writing modified lock file" not in line]
+    assert warnings == [], warnings
+    descriptions = flake_json(repo, "eval", f".#apps.{SYSTEM}", "--apply",
+                              "apps: builtins.mapAttrs (_: a: [ (builtins.attrNames a) (a.meta.description or \"\") ]) apps")
+    for name, (keys, description) in descriptions.items():
+        assert keys == ["meta", "program", "type"] and description, name
 
 
 def test_lock_pins_real_revisions_and_follows(repo: Path) -> None:
@@ -241,8 +250,8 @@ def test_variant_package_bakes_in_its_weights_and_engines(repo: Path) -> None:
 
 def test_mirrors_change_urls_not_store_paths(repo: Path) -> None:
     got = flake_json(
-        repo, "eval", ".#lib", "--apply",
-        "lib: let m = (lib.withMirrors [ \"file:///srv/models\" ]).x86_64-linux.whisper-base-weights; in "
+        repo, "eval", f".#legacyPackages.{SYSTEM}", "--apply",
+        "lp: let m = (lp.withMirrors [ \"file:///srv/models\" ]).whisper-base-weights; in "
         "{ out = m.outPath; urls = map (t: t.url) m.targets; }",
     )
     upstream = flake_json(repo, "eval", f".#packages.{SYSTEM}.whisper-base-weights", "--apply",
