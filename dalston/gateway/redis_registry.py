@@ -194,11 +194,13 @@ class RedisRegistry(InstanceRegistry):
         self._merge(records, loads)
 
     async def _publish_and_list(self) -> tuple[list[str], list[str]]:
-        counts = {inst.instance_id: inst.in_flight for inst in self._by_id.values() if inst.in_flight}
+        counts: dict[str | bytes, int] = {ALIVE: 1}
+        counts.update({inst.instance_id: inst.in_flight for inst in self._by_id.values() if inst.in_flight})
         key = load_key(self.gateway_id)
-        async with self._redis.pipeline(transaction=False) as pipe:
+        # MULTI/EXEC: another replica must never read this hash between the DEL and the HSET.
+        async with self._redis.pipeline(transaction=True) as pipe:
             pipe.delete(key)
-            pipe.hset(key, mapping={ALIVE: 1, **counts})
+            pipe.hset(key, mapping=counts)
             pipe.pexpire(key, int(self.load_ttl * 1000))
             pipe.sadd(GATEWAYS, self.gateway_id)
             pipe.smembers(INDEX)

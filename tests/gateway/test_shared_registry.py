@@ -143,3 +143,16 @@ def test_start_with_redis_down_then_up(catalog, keys_file, redis_server, engines
             assert served_by(b) == "a"
         finally:
             registrar.stop()
+
+
+def test_registrar_takes_several_gateway_urls(catalog, monkeypatch):
+    from dalston.registration import registrar_for
+
+    monkeypatch.setenv("DALSTON_INTERNAL_TOKEN", "secret")
+    monkeypatch.delenv("DALSTON_ADVERTISE_URL", raising=False)
+    spec = catalog.get("whisper-base").spec
+    registrar = registrar_for(spec, "127.0.0.1", 8001, gateway_url="http://gw-a:8000/, http://gw-b:8000")
+    assert registrar is not None
+    assert registrar.gateway_urls == ["http://gw-a:8000", "http://gw-b:8000"]
+    assert registrar.gateway_url == "http://gw-a:8000" and registrar.instance_id is None
+    assert registrar_for(spec, "127.0.0.1", 8001, gateway_url=" , ") is None
