@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="2: gateway replicas sharing a registry (needs --registry redis; whisper-tiny-en)")
     parser.add_argument("--registry", choices=("memory", "redis"), default="memory")
     parser.add_argument("--cost-pairs", type=int, default=200, help="--replicas 2: fast-path cost pairs")
+    parser.add_argument("--balance-requests", type=int, default=48, help="--replicas 2: requests in the balance study")
     parser.add_argument("--heartbeat-interval", type=float, default=2.0,
                         help="--replicas 2: heartbeat interval of the engine-reported scheme in the balance study")
     args = parser.parse_args(argv)

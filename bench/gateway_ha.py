@@ -229,7 +229,7 @@ def run(args: Any, root: Path) -> dict[str, Any]:
         one = burst([ga.url], audio, args.burst, args.concurrency)
         two = burst([ga.url, gb.url], audio, args.burst, args.concurrency)
         balance = balance_study(redis.url, [e.url for e in engines], engines_dir, keys, audio,
-                                args.burst, args.concurrency, args.heartbeat_interval)
+                                args.balance_requests, args.concurrency, args.heartbeat_interval)
     finally:
         for proc in reversed(procs):
             proc.stop()
