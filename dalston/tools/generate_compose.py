@@ -9,10 +9,16 @@ registers itself with the gateway, and reports ready on /ready. `docker compose 
 gateway and the default variants (deploy/defaults.yaml); any other variant runs with
 `docker compose --profile <id> up`.
 
-The `ha` profile adds `redis` (the official image, pinned) and a second gateway, `gateway-2`;
-`deploy/compose-ha.env` turns it on and points both gateways at Redis and every engine at both
-gateways (`docker compose --env-file deploy/compose-ha.env up`). Without it the gateway keeps its
-embedded in-memory registry, as before.
+Batch jobs (docs/JOBS.md) need `redis` (the official image, pinned, with an append-only file on
+the `redis-data` volume) and the `orchestrator`; both are regular services, so
+`docker compose up -d gateway orchestrator redis stt-batch-transcribe-whisper-large-v3` runs a job
+deployment as written. Every service finds Redis at `DALSTON_REGISTRY_URL` (default
+redis://redis:6379/0; set it empty for the embedded registry without jobs), the gateway, the
+orchestrator and the batch transcribers share the `jobs` volume (`DALSTON_STORAGE_DIR`), and the
+batch transcribers run `dalston serve ID --queue`.
+
+The `ha` profile adds a second gateway, `gateway-2`; `deploy/compose-ha.env` turns it on and
+points every engine at both gateways (`docker compose --env-file deploy/compose-ha.env up`).
 """
 
 from __future__ import annotations
@@ -31,8 +37,10 @@ HA_ENV_OUTPUT = d.REPO_ROOT / "deploy" / "compose-ha.env"
 KEYS_IN_CONTAINER = "/etc/dalston/keys.txt"
 TOKEN = "${DALSTON_INTERNAL_TOKEN:?set DALSTON_INTERNAL_TOKEN to a shared secret, e.g. openssl rand -hex 32}"
 KEYS_ON_HOST = "${DALSTON_KEYS_FILE:-./keys.txt}"
-# Empty (the default): the embedded registry. deploy/compose-ha.env sets both for the `ha` profile.
-REGISTRY_URL = "${DALSTON_REGISTRY_URL:-}"
+# Unset: the compose Redis (registry and jobs). Set empty: the embedded registry, and no jobs.
+REGISTRY_URL = "${DALSTON_REGISTRY_URL-redis://redis:6379/0}"
+JOBS_VOLUME = f"jobs:{d.JOBS_STORAGE_DIR}"
+JOBS_ENV = {"DALSTON_REGISTRY_URL": REGISTRY_URL, "DALSTON_STORAGE_DIR": d.JOBS_STORAGE_DIR}
 GATEWAY_URLS = f"${{DALSTON_GATEWAY_URL:-http://{d.GATEWAY_SERVICE}:{d.GATEWAY_PORT}}}"
 HA_PROFILE = "ha"
 
@@ -48,26 +56,40 @@ def gateway_service(host_port: int = d.GATEWAY_PORT, ha_only: bool = False) -> d
         "build": {"context": ".", "dockerfile": "deploy/docker/gateway.Dockerfile"},
         "command": d.gateway_command(),
         "ports": [f"{host_port}:{d.GATEWAY_PORT}"],
-        "environment": {"DALSTON_INTERNAL_TOKEN": TOKEN, "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER,
-                        "DALSTON_REGISTRY_URL": REGISTRY_URL},
-        "volumes": [f"{KEYS_ON_HOST}:{KEYS_IN_CONTAINER}:ro"],
+        "environment": {"DALSTON_INTERNAL_TOKEN": TOKEN, "DALSTON_KEYS_FILE": KEYS_IN_CONTAINER, **JOBS_ENV},
+        "volumes": [f"{KEYS_ON_HOST}:{KEYS_IN_CONTAINER}:ro", JOBS_VOLUME],
+        "depends_on": [d.REDIS_SERVICE],
         "healthcheck": _healthcheck(10),
         "restart": "unless-stopped",
     }
     if ha_only:
         service["profiles"] = [HA_PROFILE]
-        service["depends_on"] = [d.REDIS_SERVICE]
     return service
 
 
 def redis_service() -> dict[str, Any]:
-    """The shared registry of the `ha` profile: soft state, rebuilt by heartbeats, nothing on disk."""
+    """The one Redis: gateway registry (soft state) and batch jobs (kept in an append-only file)."""
     return {
         "image": d.REDIS_IMAGE,
         "command": d.REDIS_COMMAND,
+        "volumes": [f"redis-data:{d.REDIS_DATA_DIR}"],
         "healthcheck": {"test": ["CMD", "redis-cli", "ping"], "interval": "5s", "timeout": "3s", "retries": 3},
         "restart": "unless-stopped",
-        "profiles": [HA_PROFILE],
+    }
+
+
+def orchestrator_service(catalog: Catalog) -> dict[str, Any]:
+    """`dalston orchestrator` in the prepare variant's image (it runs the prepare stage's decoder)."""
+    prepare = next(e for e in catalog.engines.values() if e.stage == "prepare")
+    return {
+        "image": d.orchestrator_image(catalog),
+        "build": {"context": ".", "dockerfile": d.dockerfile_for(prepare), "args": d.build_args(prepare, catalog)},
+        "command": d.orchestrator_command(),
+        "environment": {**JOBS_ENV, "DALSTON_WEBHOOK_SECRET": "${DALSTON_WEBHOOK_SECRET:-}"},
+        "volumes": [JOBS_VOLUME],
+        "depends_on": [d.REDIS_SERVICE],
+        "restart": "unless-stopped",
+        "stop_grace_period": "30s",
     }
 
 
@@ -102,6 +124,10 @@ def engine_service(entry: CatalogEntry, catalog: Catalog, default: bool) -> dict
         "restart": "unless-stopped",
         "stop_grace_period": "60s" if spec.is_streaming else "30s",
     }
+    if d.takes_jobs(spec):  # `--queue`: pulls job chunks from its Redis stream, reads them from the jobs volume
+        service["environment"].update(JOBS_ENV)
+        service["volumes"].append(JOBS_VOLUME)
+        service["depends_on"] = [d.GATEWAY_SERVICE, d.REDIS_SERVICE]
     resources: dict[str, Any] = {"limits": {"memory": spec.container.memory}}
     if spec.container.gpu == "required":
         resources["reservations"] = {"devices": [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]}
@@ -115,16 +141,18 @@ def render(catalog: Catalog) -> str:
     defaults = d.load_defaults(catalog)
     services: dict[str, Any] = {d.GATEWAY_SERVICE: gateway_service(),
                                 d.GATEWAY_2_SERVICE: gateway_service(d.GATEWAY_PORT + 1, ha_only=True),
-                                d.REDIS_SERVICE: redis_service()}
+                                d.REDIS_SERVICE: redis_service(),
+                                d.ORCHESTRATOR_SERVICE: orchestrator_service(catalog)}
     for engine_id, entry in catalog.engines.items():
         services[d.service_name(entry)] = engine_service(entry, catalog, engine_id in defaults.default_variants)
     header = (f"# {d.GENERATED.format(module='dalston.tools.generate_compose')}\n"
               "# docker compose up                      -> gateway + " + ", ".join(defaults.default_variants) + "\n"
               "# docker compose --profile <id> up       -> also that variant (e.g. --profile whisper-base)\n"
               "# docker compose --env-file deploy/compose-ha.env up -> two gateways sharing a registry on redis\n"
+              "# docker compose up -d gateway orchestrator redis stt-batch-transcribe-<id> -> batch jobs (docs/JOBS.md)\n"
               "# Needs DALSTON_INTERNAL_TOKEN in the environment and a keys file (DALSTON_KEYS_FILE, default\n"
               "# ./keys.txt) from `dalston keys create --keys-file keys.txt`. See docs/DEPLOY.md.\n")
-    return header + d.dump_yaml({"name": "dalston", "services": services})
+    return header + d.dump_yaml({"name": "dalston", "services": services, "volumes": {"jobs": {}, "redis-data": {}}})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,9 @@ Layout:
     base/                 the gateway (Deployment with `gateway_replicas` replicas, RollingUpdate,
                           PodDisruptionBudget, Service) and the Redis its replicas share their
                           registry through (Deployment + Service `dalston-redis`)
+                          with an append-only file on its own volume (`dalston-redis-data`), and batch
+                          jobs (docs/JOBS.md): the orchestrator Deployment and the ReadWriteMany volume
+                          `dalston-jobs` the gateway, orchestrators and batch transcribers share
     variants/<id>/        one engine variant: Deployment, Service, KEDA ScaledObject, kustomization.yaml
     kustomization.yaml    base + the default variants (deploy/defaults.yaml); add others with
                           `resources: [- variants/<id>]` in an overlay of your own
@@ -15,12 +18,16 @@ queued + in-flight requests (+ active realtime sessions) of all its pods and tar
 `max_concurrency` per replica, between the min/max of deploy/defaults.yaml (per-variant
 overrides there). Variants that run on CPU here also get a CPU-utilisation trigger in the same
 ScaledObject (KEDA owns the HPA of its target; a second, hand-made HPA would fight it). GPU variants
-do not: their work is on the GPU, and the CPU of their pod says nothing about it.
+do not: their work is on the GPU, and the CPU of their pod says nothing about it. Batch transcribers
+also scale on their job stream (a `redis-streams` trigger on its length: acknowledged tasks are
+deleted, so the length is the chunks waiting or running), which is what wakes a variant whose
+`min_replicas` is 0 when a job arrives.
 
 Everything a variant needs comes from its spec: memory request (hardware.min_ram_gb) and limit
 (container.memory), `nvidia.com/gpu` and a node affinity on NVIDIA GPU feature discovery's
 `nvidia.com/gpu.product` label when the GPU is required, a startup probe sized from the warm start
-latency. Secrets the operator creates: `dalston-internal` (key `token`) and `dalston-keys` (key `keys.txt`).
+latency. Secrets the operator creates: `dalston-internal` (key `token`) and `dalston-keys` (key `keys.txt`);
+optionally `dalston-webhook` (key `secret`) to sign job webhooks.
 """
 
 from __future__ import annotations
@@ -41,6 +48,11 @@ KEYS_SECRET = "dalston-keys"
 KEYS_DIR = "/etc/dalston/keys"
 GATEWAY_NAME = "dalston-gateway"
 REDIS_NAME = "dalston-redis"
+ORCHESTRATOR_NAME = "dalston-orchestrator"
+JOBS_PVC = "dalston-jobs"
+REDIS_PVC = "dalston-redis-data"
+REDIS_STORAGE = "5Gi"
+WEBHOOK_SECRET = "dalston-webhook"
 PRESTOP_SLEEP_S = 5
 KEDA_POLLING_S = 15
 KEDA_COOLDOWN_S = 300
@@ -66,6 +78,17 @@ def _secret_env() -> list[dict[str, Any]]:
 def _keys_volume() -> tuple[dict[str, Any], dict[str, Any]]:
     return ({"name": "keys", "secret": {"secretName": KEYS_SECRET}},
             {"name": "keys", "mountPath": KEYS_DIR, "readOnly": True})
+
+
+def _jobs_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """The ReadWriteMany job storage (uploads, chunks, results) every job process mounts."""
+    return ({"name": "jobs", "persistentVolumeClaim": {"claimName": JOBS_PVC}},
+            {"name": "jobs", "mountPath": d.JOBS_STORAGE_DIR})
+
+
+def _jobs_env() -> list[dict[str, Any]]:
+    return [{"name": "DALSTON_REGISTRY_URL", "value": d.registry_url(REDIS_NAME)},
+            {"name": "DALSTON_STORAGE_DIR", "value": d.JOBS_STORAGE_DIR}]
 
 
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
@@ -120,6 +143,11 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
         "volumeMounts": [mount],
     }
     pod.update({"terminationGracePeriodSeconds": grace, "containers": [container], "volumes": [volume]})
+    if d.takes_jobs(spec):  # `--queue`: job chunks from its Redis stream, audio from the shared volume
+        jobs_volume, jobs_mount = _jobs_volume()
+        container["env"] += _jobs_env()
+        container["volumeMounts"].append(jobs_mount)
+        pod["volumes"].append(jobs_volume)
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
             # No `replicas`: the ScaledObject owns the count (a fixed one would be reset on every apply).
             "spec": {"selector": {"matchLabels": labels},
@@ -147,6 +175,8 @@ def engine_scaled_object(entry: CatalogEntry, defaults: d.Defaults) -> dict[str,
         "type": "prometheus", "name": "work-waiting", "metricType": "AverageValue",
         "metadata": {"serverAddress": defaults.prometheus_url, "query": work_query(entry),
                      "threshold": str(spec.capabilities.max_concurrency), "ignoreNullValues": "true"}}]
+    if d.takes_jobs(spec):
+        triggers.append(job_stream_trigger(entry))
     if d.runs_on_cpu(spec):
         triggers.append({"type": "cpu", "name": "cpu", "metricType": "Utilization",
                          "metadata": {"value": str(defaults.cpu_utilization), "containerName": "engine"}})
@@ -166,18 +196,33 @@ def engine_scaled_object(entry: CatalogEntry, defaults: d.Defaults) -> dict[str,
                      "triggers": triggers}}
 
 
+def job_stream_trigger(entry: CatalogEntry) -> dict[str, Any]:
+    """KEDA `redis-streams` on the variant's job stream: replicas = ceil(chunks outstanding / max_concurrency).
+
+    The stream-length mode (no consumer group): workers delete what they acknowledge, so XLEN counts
+    exactly the chunks waiting or running, and it is non-zero from the moment a job is prepared —
+    pending-entries mode would read 0 for tasks no worker has taken yet, and so could not wake a
+    variant that scaled to zero.
+    """
+    from dalston.jobs.model import task_stream
+
+    return {"type": "redis-streams", "name": "jobs-waiting", "metricType": "AverageValue",
+            "metadata": {"address": f"{REDIS_NAME}:{d.REDIS_PORT}", "stream": task_stream(entry.spec.id),
+                         "streamLength": str(entry.spec.capabilities.max_concurrency), "databaseIndex": "0"}}
+
+
 def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
     labels = _labels("gateway")
     volume, mount = _keys_volume()
     container = {
         "name": "gateway", "image": d.gateway_image(), "command": d.gateway_command(),
         "ports": [{"name": "http", "containerPort": d.GATEWAY_PORT, "protocol": "TCP"}],
-        "env": [*_secret_env(), {"name": "DALSTON_REGISTRY_URL", "value": d.registry_url(REDIS_NAME)}],
+        "env": [*_secret_env(), *_jobs_env()],
         "resources": {"requests": {"memory": "256Mi", "cpu": "500m"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": _http_probe("/ready", 5, 2),
         "livenessProbe": _http_probe("/health", 10, 3),
         "lifecycle": {"preStop": {"sleep": {"seconds": PRESTOP_SLEEP_S}}},
-        "volumeMounts": [mount],
+        "volumeMounts": [mount, _jobs_volume()[1]],
     }
     # Several replicas share the registry through Redis (DALSTON_REGISTRY_URL): any replica routes
     # to every engine, so a rolling update replaces them one at a time with no gap in routing.
@@ -191,7 +236,7 @@ def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
                      "template": {"metadata": {"labels": labels, "annotations": {
                          "prometheus.io/scrape": "true", "prometheus.io/port": str(d.GATEWAY_PORT)}},
                          "spec": {"terminationGracePeriodSeconds": 60, "affinity": spread,
-                                  "containers": [container], "volumes": [volume]}}}}
+                                  "containers": [container], "volumes": [volume, _jobs_volume()[0]]}}}}
 
 
 def gateway_pdb(defaults: d.Defaults) -> dict[str, Any]:
@@ -211,10 +256,39 @@ def redis_deployment() -> dict[str, Any]:
         "resources": {"requests": {"memory": "64Mi", "cpu": "100m"}, "limits": {"memory": "256Mi"}},
         "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 5, "timeoutSeconds": 2},
         "livenessProbe": {"tcpSocket": {"port": "redis"}, "periodSeconds": 10, "failureThreshold": 3},
+        "volumeMounts": [{"name": "data", "mountPath": d.REDIS_DATA_DIR}],
     }
+    pod = {"containers": [container], "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": REDIS_PVC}}]}
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": REDIS_NAME, "labels": labels},
             "spec": {"replicas": 1, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels}, "spec": {"containers": [container]}}}}
+                     "template": {"metadata": {"labels": labels}, "spec": pod}}}
+
+
+def _pvc(name: str, component: str, access: str, size: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name, "labels": _labels(component)},
+            "spec": {"accessModes": [access], "resources": {"requests": {"storage": size}}}}
+
+
+def orchestrator_deployment(catalog: Catalog, defaults: d.Defaults) -> dict[str, Any]:
+    """`dalston orchestrator` replicas (they share the work through Redis; any may die)."""
+    labels = _labels("orchestrator")
+    prepare = next(e.spec for e in catalog.engines.values() if e.stage == "prepare")
+    # Prepare holds a whole decoded file (float32, 16 kHz) and its chunks: size the limit for the longest.
+    memory_gib = math.ceil(prepare.capabilities.max_audio_duration * 16000 * 4 * 2 / 2**30) + 1
+    jobs_volume, jobs_mount = _jobs_volume()
+    container = {
+        "name": "orchestrator", "image": d.orchestrator_image(catalog), "command": d.orchestrator_command(),
+        "env": [*_jobs_env(), {"name": "DALSTON_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
+            "name": WEBHOOK_SECRET, "key": "secret", "optional": True}}}],
+        "resources": {"requests": {"memory": "512Mi", "cpu": "500m"}, "limits": {"memory": f"{memory_gib}Gi"}},
+        "volumeMounts": [jobs_mount],
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": ORCHESTRATOR_NAME, "labels": labels},
+            "spec": {"replicas": defaults.orchestrator_replicas, "selector": {"matchLabels": labels},
+                     "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"terminationGracePeriodSeconds": 30, "containers": [container],
+                                           "volumes": [jobs_volume]}}}}
 
 
 def redis_service() -> dict[str, Any]:
@@ -238,6 +312,9 @@ def render(catalog: Catalog) -> dict[str, str]:
         "gateway-service.yaml": _service(GATEWAY_NAME, _labels("gateway"), d.GATEWAY_PORT),
         "redis-deployment.yaml": redis_deployment(),
         "redis-service.yaml": redis_service(),
+        "redis-pvc.yaml": _pvc(REDIS_PVC, "redis", "ReadWriteOnce", REDIS_STORAGE),
+        "orchestrator-deployment.yaml": orchestrator_deployment(catalog, defaults),
+        "jobs-pvc.yaml": _pvc(JOBS_PVC, "jobs", "ReadWriteMany", defaults.jobs_storage_size),
     }
     docs: dict[str, Any] = {f"base/{name}": doc for name, doc in base.items()}
     docs["base/kustomization.yaml"] = _kustomization(list(base))

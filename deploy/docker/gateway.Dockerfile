@@ -10,7 +10,8 @@ COPY dalston /app/dalston
 RUN python scripts/install.py --extras server
 COPY engines /app/engines
 RUN dalston validate --all >/dev/null
-RUN useradd --system --uid 10001 dalston
+# The job storage mount point (docs/JOBS.md), owned by the runtime user: a fresh volume mounted there takes its owner.
+RUN useradd --system --uid 10001 dalston && install -d -o dalston /var/lib/dalston/jobs
 USER dalston
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/ready', timeout=3)"

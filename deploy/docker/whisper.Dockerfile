@@ -38,7 +38,8 @@ RUN python -c "import sys; from dalston.catalog import Catalog; sys.exit(0 if Ca
     rc=$?; if [ "$rc" = 0 ]; then dalston models pull "$VARIANT"; elif [ "$rc" != 3 ]; then exit "$rc"; fi
 
 ENV ENGINE_ID=${VARIANT}
-RUN useradd --system --uid 10001 dalston
+# The job storage mount point (docs/JOBS.md), owned by the runtime user: a fresh volume mounted there takes its owner.
+RUN useradd --system --uid 10001 dalston && install -d -o dalston /var/lib/dalston/jobs
 USER dalston
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s \

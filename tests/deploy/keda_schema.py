@@ -2,7 +2,8 @@
 
 Pinned to KEDA 2.15: the fields, required keys, types and enums below are those of the ScaledObject
 specification (docs/2.15/reference/scaledobject-spec), the Prometheus scaler
-(docs/2.15/scalers/prometheus) and the CPU scaler (docs/2.15/scalers/cpu) pages of keda.sh. Written
+(docs/2.15/scalers/prometheus), the CPU scaler (docs/2.15/scalers/cpu) and the Redis Streams scaler
+(docs/2.15/scalers/redis-streams) pages of keda.sh. Written
 here by hand, not copied from KEDA's CRD, and strict like an API server with a structural schema:
 an unknown field is an error. Trigger `metadata` values are strings in KEDA (`map[string]string`),
 so a number where KEDA wants "100" fails here as it would at `kubectl apply`.
@@ -44,6 +45,18 @@ PROMETHEUS_METADATA = _object({
 
 CPU_METADATA = _object({"value": _STR, "containerName": _STR}, ("value",))
 
+_BOOL_STR = {"enum": ["true", "false"]}
+REDIS_STREAMS_METADATA = {
+    **_object({"address": _STR, "host": _STR, "port": _STR, "usernameFromEnv": _STR, "passwordFromEnv": _STR,
+               "stream": _STR, "consumerGroup": _STR, "pendingEntriesCount": _STR, "streamLength": _STR,
+               "lagCount": _STR, "activationLagCount": _STR, "enableTLS": _BOOL_STR, "unsafeSsl": _BOOL_STR,
+               "databaseIndex": _STR, "addressFromEnv": _STR, "hostFromEnv": _STR, "portFromEnv": _STR},
+              ("stream",)),
+    # "address: Required if host and port are not provided"
+    "anyOf": [{"required": ["address"]}, {"required": ["addressFromEnv"]}, {"required": ["host"]},
+              {"required": ["hostFromEnv"]}],
+}
+
 _TRIGGER_COMMON = {
     "type": _STR, "name": {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
     "metadata": {"type": "object", "additionalProperties": _STR},
@@ -59,6 +72,8 @@ TRIGGER = {
         {"if": {"properties": {"type": {"const": "prometheus"}}},
          "then": {"properties": {"metadata": PROMETHEUS_METADATA,
                                  "metricType": {"enum": ["AverageValue", "Value"]}}}},
+        {"if": {"properties": {"type": {"const": "redis-streams"}}},
+         "then": {"properties": {"metadata": REDIS_STREAMS_METADATA, "metricType": {"enum": ["AverageValue", "Value"]}}}},
         {"if": {"properties": {"type": {"enum": ["cpu", "memory"]}}},
          "then": {"properties": {"metadata": CPU_METADATA, "metricType": {"enum": ["Utilization", "AverageValue"]}},
                   "required": ["metricType"]}},
