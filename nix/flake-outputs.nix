@@ -24,8 +24,10 @@ let
       throw "flake output '${n}' is claimed by ${b.concatStringsSep " and " (map (o: "${variants.${o.id}.file} (id ${o.id})") owners.${n})}${if b.elem n reserved then " and is reserved" else ""}; rename the variant";
 
   forSystems = f: b.listToAttrs (map (system: { name = system; value = f system; }) systems);
+  # Parsed once for every system (fromTOML of the lock takes seconds).
+  lock = b.fromTOML (b.readFile (src + "/poetry.lock"));
   outputsFor = mirrors: forSystems (system: import ./per-system.nix {
-    inherit system nixpkgs nix2container poetry2nix src mirrors;
+    inherit system nixpkgs nix2container poetry2nix src mirrors lock;
     variants = checked;
   });
   outputs = outputsFor [ ];

@@ -9,11 +9,12 @@
 #
 # Arguments: pkgs (nixpkgs for the target system), poetry2nix (the set `poetry2nix.lib.mkPoetry2Nix
 # { inherit pkgs; }` returns), src (the repository: flake `self` or ../.), python (interpreter the
-# lock resolves for; pyproject allows 3.11-3.13).
+# lock resolves for; pyproject allows 3.11-3.12), lock (poetry.lock parsed, shared by the systems:
+# parsing it takes seconds).
 #
 # WHY preferWheels: the lock pins binary packages (ctranslate2, av, torch, nvidia-*) whose sdists
 # need toolchains poetry2nix cannot infer; the wheels are what `scripts/install.py` installs too.
-{ pkgs, poetry2nix, src, python ? pkgs.python312 }:
+{ pkgs, poetry2nix, src, python ? pkgs.python312, lock ? builtins.fromTOML (builtins.readFile (src + "/poetry.lock")) }:
 let
   b = builtins;
   pep621 = import ./lib/pep621.nix;
@@ -57,9 +58,9 @@ let
 
   # poetry2nix's defaults plus what this lock needs (nix/overrides/*.nix say why).
   overrides = (poetry2nix.defaultPoetryOverrides.extend (import ./overrides/locked-versions.nix {
-    poetrylock = src + "/poetry.lock";
+    inherit lock;
     pwd = appSrc;
-  })).extend (import ./overrides/cuda-wheels.nix { poetrylock = src + "/poetry.lock"; });
+  })).extend (import ./overrides/cuda-wheels.nix { inherit lock; });
 
   apps = { whisper = app "whisper"; nemo = app "nemo"; };
 

@@ -10,7 +10,7 @@
 # WHY a function of (system, inputs, mirrors): `mirrors` changes only where weight files are fetched
 # from, so legacyPackages.<system>.withMirrors can rebuild the same set with another source for the
 # same hashes.
-{ system, nixpkgs, nix2container, poetry2nix, src, variants, mirrors ? [ ] }:
+{ system, nixpkgs, nix2container, poetry2nix, src, variants, lock, mirrors ? [ ] }:
 let
   b = builtins;
   families = import ./lib/runtime-family.nix;
@@ -26,7 +26,7 @@ let
   n2c = nix2container.packages.${system}.nix2container;
 
   project = (b.fromTOML (b.readFile (src + "/pyproject.toml"))).project;
-  package = import ./package.nix { inherit pkgs src; poetry2nix = p2n; };
+  package = import ./package.nix { inherit pkgs src lock; poetry2nix = p2n; };
   image = import ./image.nix {
     inherit pkgs package;
     nix2container = n2c;

@@ -12,14 +12,14 @@
 # mounted at run time, never built against: ignored everywhere. nvidia-cufile links rdma-core and
 # numactl (as nixpkgs' own libcufile does); nvshmem's MPI / PMIx / UCX / libfabric transports are
 # optional plugins it loads only if present.
-{ poetrylock }:
+# lock: poetry.lock as builtins.fromTOML reads it (parsed once by the caller: it takes seconds).
+{ lock }:
 let
   b = builtins;
   lower = s: b.replaceStrings [ "A" "B" "C" "D" "E" "F" "G" "H" "I" "J" "K" "L" "M" "N" "O" "P" "Q" "R" "S" "T" "U" "V" "W" "X" "Y" "Z" ]
     [ "a" "b" "c" "d" "e" "f" "g" "h" "i" "j" "k" "l" "m" "n" "o" "p" "q" "r" "s" "t" "u" "v" "w" "x" "y" "z" ] s;
   normalize = s: lower (b.concatStringsSep "-" (b.filter (p: b.isString p && p != "") (b.split "[-_.]+" s)));
 
-  lock = b.fromTOML (b.readFile poetrylock);
   byName = b.groupBy (p: normalize p.name) lock.package;
   names = b.attrNames byName;
   present = b.filter (n: byName ? ${n});

@@ -152,7 +152,7 @@ def test_poetry2nix_ignores_markers_takes_the_last_duplicate_and_nixpkgs_build_t
 
 
 def test_dalston_overrides_refuse_a_duplicate_and_keep_locked_build_tools(tmp_path: Path) -> None:
-    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/locked-versions.nix {{ poetrylock = /. + LOCK; pwd = /tmp; }}))"
+    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/locked-versions.nix {{ lock = b.fromTOML (b.readFile (/. + LOCK)); pwd = /tmp; }}))"
     pyproject, lock = _project(tmp_path, LOCK_DUPLICATES, ["numpy", "setuptools", "packaging"])
     error = eval_error(PRELUDE + f"({_packages(pyproject, lock, ours.replace('LOCK', lock))}).standin.versions")
     assert "poetry.lock has more than one entry for numpy (2.4.6, 2.5.5)" in error
@@ -202,7 +202,7 @@ def test_poetry2nix_defaults_link_only_cu11_cu12_wheels_and_dalston_overrides_li
         "nvidia-cufile": ["libcuda.so.1", "libibverbs.so.1", "librdmacm.so.1", "libnuma.so.1"],
         "nvidia-nvshmem-cu13": ["libcuda.so.1", "libmpi.so.40", "libpmix.so.2", "libucp.so.0", "libucs.so.0", "libfabric.so.1"],
     }
-    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/cuda-wheels.nix {{ poetrylock = /. + {lock}; }}))"
+    ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/cuda-wheels.nix {{ lock = b.fromTOML (b.readFile (/. + {lock})); }}))"
     fixed = eval_json(PRELUDE + f"({_packages(pyproject, lock, ours)}).standin.autoPatchelfMissing")
     assert fixed == {}
 
