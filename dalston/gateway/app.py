@@ -180,7 +180,7 @@ def model_json(state: GatewayState, engine_id: str) -> dict[str, Any]:
     live = state.instances.live(engine_id)
     return {"id": engine_id, "object": "model", "created": 0, "owned_by": "dalston", **card_fields(entry.spec),
             "family": entry.family, "aliases": state.models.aliases_for(engine_id), "available": bool(live), "live_instances": len(live),
-            "in_flight": sum(i.in_flight for i in live)}
+            "in_flight": sum(i.in_flight + i.remote_in_flight for i in live)}  # every replica's requests
 
 
 async def list_models(request: Request) -> Response:
