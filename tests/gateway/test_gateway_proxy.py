@@ -76,8 +76,10 @@ def register(gw: str, engine_id: str, url: str, catalog, **extra) -> httpx.Respo
 
 @pytest.fixture()
 def gateway(catalog, keys_file):
+    # Instances are registered by hand, without heartbeats: a timeout longer than any test, even on a
+    # loaded machine. test_registrar_lifecycle_and_heartbeat_timeout runs its own short-timeout gateway.
     with running_gateway(catalog, keys_file, upstream_timeout=1.0, max_upload_bytes=8 << 20,
-                         max_prefix_bytes=1 << 20) as (url, state):
+                         max_prefix_bytes=1 << 20, heartbeat_timeout=60.0) as (url, state):
         yield url, state
 
 
@@ -224,13 +226,8 @@ def test_sse_passthrough_is_streamed(gateway, engine_a, catalog):
     assert arrivals[-1][0] - arrivals[0][0] > 0.6  # events arrived as produced, not all at the end
 
 
-def test_least_in_flight_spreads_concurrent_requests(engine_a, engine_b, catalog, keys_file):
-    # Registered by hand with no heartbeats: a timeout longer than the test, even on a loaded machine.
-    with running_gateway(catalog, keys_file, heartbeat_timeout=30.0) as (gw, _):
-        _spread_concurrent_requests(gw, engine_a, engine_b, catalog)
-
-
-def _spread_concurrent_requests(gw: str, engine_a: str, engine_b: str, catalog) -> None:
+def test_least_in_flight_spreads_concurrent_requests(gateway, engine_a, engine_b, catalog):
+    gw, state = gateway
     register(gw, "whisper-base", engine_a, catalog)
     register(gw, "whisper-base", engine_b, catalog)
     body = multipart([("model", b"whisper-base", None)])
@@ -286,8 +283,14 @@ def test_registration_needs_internal_token(gateway, engine_a, catalog):
         assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_internal_token"
 
 
-def test_registrar_lifecycle_and_heartbeat_timeout(gateway, engine_a, catalog, caplog):
-    gw, state = gateway
+@pytest.fixture()
+def short_timeout_gateway(catalog, keys_file):
+    with running_gateway(catalog, keys_file, heartbeat_interval=0.2, heartbeat_timeout=0.8) as (url, state):
+        yield url, state
+
+
+def test_registrar_lifecycle_and_heartbeat_timeout(short_timeout_gateway, engine_a, catalog, caplog):
+    gw, state = short_timeout_gateway
     digest = spec_digest(catalog.get("whisper-base").spec)
     caplog.set_level("INFO")
     registrar = Registrar(gw, "whisper-base", engine_a, digest, 2, INTERNAL_TOKEN, interval=0.2).start()
