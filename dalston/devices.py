@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import platform
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -112,7 +113,9 @@ def probe(runtime: str) -> DeviceReport:
                 f"CUDA_VISIBLE_DEVICES={visible})", cuda_build)
 
 
-def log_line(spec: EngineSpec, report: DeviceReport) -> str:
-    """`engine_device engine_id=... device=... (count=N | reason=...) runtime=... library_path=...`."""
-    fields = {"engine_id": spec.id, **report.fields(), "library_path": library_path() or "-"}
+def log_line(spec: EngineSpec, report: DeviceReport, weights: str) -> str:
+    """`engine_device engine_id=... device=... (count=N | reason=...) runtime=... library_path=... weights=...`:
+    what `dalston doctor` prints, in one line at start (`weights`: how they were checked)."""
+    fields = {"engine_id": spec.id, **report.fields(), "library_path": library_path() or "-", "weights": weights,
+              "python": platform.python_version(), "dalston": version_of("dalston") or "-"}
     return "engine_device " + " ".join(f"{k}={v}" for k, v in fields.items())

@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
 
     from dalston import devices  # the same facts `dalston doctor` prints
 
-    log.info(devices.log_line(entry.spec, devices.probe(devices.runtime_for(entry.spec))))
+    log.info(devices.log_line(entry.spec, devices.probe(devices.runtime_for(entry.spec)),
+                              weights="verified" if args.verify else "sizes_checked"))
     return _serve(args, entry, registry, keys, directory)
 
 

@@ -78,7 +78,7 @@ def test_serve_logs_registration_then_drains_in_flight_on_sigterm(engines_with_t
             time.sleep(0.2)
         # The start line names the device the runtime sees and why not the GPU (dalston/devices.py).
         assert any("engine_device engine_id=whisper-tiny-en device=cpu reason=no_driver runtime=ctranslate2" in line
-                   for line in lines), "".join(lines)
+                   and "weights=sizes_checked" in line for line in lines), "".join(lines)
         expected = "engine_registered engine_id=whisper-tiny-en stage=transcribe device=cpu compute_type=int8"
         deadline = time.monotonic() + 10  # the reader thread may lag the process by a moment
         while expected not in "".join(lines):
