@@ -151,6 +151,14 @@ def test_poetry2nix_ignores_markers_takes_the_last_duplicate_and_nixpkgs_build_t
     assert versions["packaging"] == nixpkgs["packaging"] != "24.2"
 
 
+def test_poetry2nix_reads_marker_singular(tmp_path: Path) -> None:
+    """A lock entry with `marker` (Poetry 1's key) is selected by it, python-versions unread."""
+    lock = LOCK_DUPLICATES.replace('markers = "python_version == \\"3.13\\""', 'marker = "python_version == \\"3.13\\""')
+    pyproject, path = _project(tmp_path, lock, ["numpy"])
+    versions = eval_json(PRELUDE + f"({_packages(pyproject, path, 'p2n.defaultPoetryOverrides')}).standin.versions")
+    assert versions["numpy"] == "2.4.6"
+
+
 def test_dalston_overrides_refuse_a_duplicate_and_keep_locked_build_tools(tmp_path: Path) -> None:
     ours = f"(p2n.defaultPoetryOverrides.extend (import {NIX_DIR}/overrides/locked-versions.nix {{ lock = b.fromTOML (b.readFile (/. + LOCK)); pwd = /tmp; }}))"
     pyproject, lock = _project(tmp_path, LOCK_DUPLICATES, ["numpy", "setuptools", "packaging"])

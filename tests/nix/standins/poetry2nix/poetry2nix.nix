@@ -26,7 +26,7 @@
 # What it models: which lock entry (version) each name gets, the package set as overlays compose
 # it, overridePythonAttrs, and the autoPatchelf verdict for the CUDA wheels from a table of the
 # libraries they ship and need (below). What it does not: building, wheel selection by platform
-# tag, sdists/build systems, markers in `marker` (a lock entry with one fails here, loudly).
+# tag, sdists/build systems.
 { pkgs }:
 let
   b = builtins;
@@ -200,8 +200,10 @@ let
   packageSet = { python, poetryLock, pwd, preferWheels, overrides }:
     let
       pyVersion = python.version;
+      # default.nix: `if pkgMeta ? marker then evalMarkers pep508Env marker else true && checkPythonVersions ...`
+      # (pep508Env has no `extra`: here an `extra == ...` comparison is false).
       supportsPythonVersion = pkgMeta:
-        if pkgMeta ? marker then fail "lock entry ${pkgMeta.name} has `marker`: marker evaluation there is not modelled"
+        if pkgMeta ? marker then evalMarker env [ ] pkgMeta.marker
         else true && checkPythonVersions pyVersion pkgMeta.python-versions;
       compatible = b.filter supportsPythonVersion poetryLock.package;
       incompatible = b.filter (p: !(supportsPythonVersion p)) poetryLock.package;
