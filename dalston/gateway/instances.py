@@ -81,16 +81,23 @@ class InstanceRegistry:
 
     def register(self, engine_id: str, url: str, spec_digest: str, max_concurrency: int,
                  reason: str = "registered") -> Instance:
-        """Add an instance; a re-registration of the same engine id at the same URL replaces the old one."""
+        """Add an instance; a re-registration of the same engine id at the same URL updates it in place.
+
+        In place, not replaced: the proxy holds the `Instance` of every request in flight and releases
+        its count on that object, so a new object would keep those requests counted forever.
+        """
         url = url.rstrip("/")
         instance_id = instance_id_for(engine_id, url)
-        old = self._by_id.pop(instance_id, None)
         now = self.clock()
-        inst = Instance(instance_id=instance_id, engine_id=engine_id, url=url, spec_digest=spec_digest,
-                        max_concurrency=max_concurrency, last_seen=now, heard_at=now, order=next(self._counter))
-        if old is not None:  # keep the live counters: requests already sent to it are still running
-            inst.in_flight, inst.served, inst.order = old.in_flight, old.served, old.order
-        self._by_id[inst.instance_id] = inst
+        inst = self._by_id.get(instance_id)
+        if inst is None:
+            inst = Instance(instance_id=instance_id, engine_id=engine_id, url=url, spec_digest=spec_digest,
+                            max_concurrency=max_concurrency, last_seen=now, heard_at=now,
+                            order=next(self._counter))
+            self._by_id[instance_id] = inst
+        else:
+            inst.spec_digest, inst.max_concurrency, inst.last_seen, inst.heard_at = \
+                spec_digest, max_concurrency, now, now
         log.info("instance_%s engine_id=%s url=%s instance_id=%s max_concurrency=%d",
                  reason, engine_id, url, inst.instance_id, max_concurrency)
         return inst

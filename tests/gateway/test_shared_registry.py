@@ -156,3 +156,16 @@ def test_registrar_takes_several_gateway_urls(catalog, monkeypatch):
     assert registrar.gateway_urls == ["http://gw-a:8000", "http://gw-b:8000"]
     assert registrar.gateway_url == "http://gw-a:8000" and registrar.instance_id is None
     assert registrar_for(spec, "127.0.0.1", 8001, gateway_url=" , ") is None
+
+
+def test_reregistration_keeps_the_requests_in_flight_counted_once():
+    """A re-registration while requests run must not leave them counted on a replaced object."""
+    from dalston.gateway.instances import InstanceRegistry
+
+    registry = InstanceRegistry(timeout=10)
+    first = registry.register("whisper-base", "http://e:1", "0" * 64, 2)
+    first.in_flight += 1                      # the proxy took a request on it ...
+    again = registry.register("whisper-base", "http://e:1/", "0" * 64, 4)
+    assert again is first and again.max_concurrency == 4 and again.load == 0.25
+    first.in_flight -= 1                      # ... and releases it on the object it holds
+    assert registry.pick("whisper-base").in_flight == 0
