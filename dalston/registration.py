@@ -19,6 +19,8 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Callable
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -27,6 +29,9 @@ from dalston.spec import EngineSpec
 log = logging.getLogger("dalston.registration")
 
 GATEWAY_URL_ENV = "DALSTON_GATEWAY_URL"
+#: "1": heartbeat every address a gateway URL's host name resolves to (a Kubernetes headless Service
+#: lists every gateway pod), so each replica hears every engine first-hand.
+EACH_ADDRESS_ENV = "DALSTON_GATEWAY_EACH_ADDRESS"
 INTERNAL_TOKEN_ENV = "DALSTON_INTERNAL_TOKEN"
 ADVERTISE_URL_ENV = "DALSTON_ADVERTISE_URL"
 INSTANCES_PATH = "/internal/v1/instances"
@@ -71,11 +76,14 @@ class Registrar:
     """
 
     def __init__(self, gateway_url: str | list[str], engine_id: str, engine_url: str, spec_digest: str,
-                 max_concurrency: int, token: str, *, interval: float = 2.0, timeout: float = 5.0) -> None:
+                 max_concurrency: int, token: str, *, interval: float = 2.0, timeout: float = 5.0,
+                 each_address: bool = False, resolve: Callable[[str, int], list[str]] | None = None) -> None:
         urls = parse_gateway_urls(gateway_url) if isinstance(gateway_url, str) else [u.rstrip("/") for u in gateway_url]
         if not urls:
             raise RegistrationConfigError("no gateway URL given")
         self.gateway_urls = urls
+        self.each_address = each_address
+        self._resolve = resolve or resolve_addresses
         self.engine_id = engine_id
         self.engine_url = engine_url.rstrip("/")
         self.spec_digest = spec_digest
@@ -121,9 +129,37 @@ class Registrar:
         self.registered.clear()
         self._client.close()
 
+    def targets(self) -> list[str]:
+        """The gateway URLs to heartbeat now: as configured, or (`each_address`) one per resolved address.
+
+        Re-resolved every round, so gateway pods that come and go are followed; a name that does
+        not resolve is kept as it is, so the failure shows up as `gateway_unreachable`.
+        """
+        if not self.each_address:
+            return self.gateway_urls
+        targets: list[str] = []
+        for url in self.gateway_urls:
+            parts = urlsplit(url)
+            try:
+                addresses = self._resolve(parts.hostname or "", parts.port or 80)
+            except OSError:
+                addresses = []
+            for address in addresses or [None]:
+                host = address if address is None or ":" not in address else f"[{address}]"
+                netloc = parts.netloc if host is None else f"{host}:{parts.port or 80}"
+                target = parts._replace(netloc=netloc).geturl()
+                if target not in targets:
+                    targets.append(target)
+        for target in targets:  # new pods start unregistered; vanished ones are simply forgotten
+            self.instance_ids.setdefault(target, None)
+            self._failures.setdefault(target, 0)
+        for gone in set(self.instance_ids) - set(targets):
+            del self.instance_ids[gone], self._failures[gone]
+        return targets
+
     def _run(self) -> None:
         while not self._stop.is_set():
-            for url in self.gateway_urls:
+            for url in self.targets():
                 if self._stop.is_set():
                     return
                 try:
@@ -145,7 +181,7 @@ class Registrar:
             if not any(self.instance_ids.values()):
                 self.registered.clear()
             # Back off only when no gateway answers; one healthy gateway keeps the normal pace.
-            failures = min(self._failures.values())
+            failures = min(self._failures.values(), default=0)
             self._stop.wait(self.interval if failures == 0 else min(self.interval * failures, 10.0))
 
     def _body(self) -> dict[str, object]:
@@ -177,6 +213,15 @@ class Registrar:
         response.raise_for_status()
 
 
+def resolve_addresses(host: str, port: int) -> list[str]:
+    """Every distinct address `host` resolves to (the pods of a headless Service), in resolver order."""
+    seen: list[str] = []
+    for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+        if sockaddr[0] not in seen:
+            seen.append(str(sockaddr[0]))
+    return seen
+
+
 def parse_gateway_urls(value: str) -> list[str]:
     """`http://a:8000,http://b:8000` (commas and/or spaces) -> the URLs without trailing slashes."""
     return [u.rstrip("/") for u in value.replace(",", " ").split()]
@@ -198,7 +243,8 @@ def registrar_for(spec: EngineSpec, host: str, port: int, gateway_url: str | Non
     """The registrar `dalston serve` starts once ready, or None when no gateway is configured.
 
     `gateway_url` (one URL, or several separated by commas: gateway replicas sharing one registry)
-    defaults to `$DALSTON_GATEWAY_URL`, `token` to `$DALSTON_INTERNAL_TOKEN`; the URL the
+    defaults to `$DALSTON_GATEWAY_URL` (with `$DALSTON_GATEWAY_EACH_ADDRESS=1`, every address its host
+    resolves to is a gateway of its own), `token` to `$DALSTON_INTERNAL_TOKEN`; the URL the
     gateway uses to reach us is `advertise_url(host, port)`. Call `.start()` after the engine is ready
     and `.stop()` on shutdown (it deregisters, so the gateway stops routing to us at once).
     """
@@ -210,5 +256,6 @@ def registrar_for(spec: EngineSpec, host: str, port: int, gateway_url: str | Non
         raise RegistrationConfigError(
             f"--gateway {gateway_url} needs the gateway's internal token: set {INTERNAL_TOKEN_ENV} to the same "
             f"secret the gateway uses")
+    each_address = os.environ.get(EACH_ADDRESS_ENV, "").lower() in ("1", "true", "yes")
     return Registrar(gateway_url, spec.id, advertise_url(host, port), spec_digest(spec),
-                     spec.capabilities.max_concurrency, token, interval=interval)
+                     spec.capabilities.max_concurrency, token, interval=interval, each_address=each_address)

@@ -47,6 +47,7 @@ INTERNAL_SECRET = "dalston-internal"
 KEYS_SECRET = "dalston-keys"
 KEYS_DIR = "/etc/dalston/keys"
 GATEWAY_NAME = "dalston-gateway"
+GATEWAY_PODS_NAME = "dalston-gateway-pods"  # headless: its DNS name lists every ready gateway pod
 REDIS_NAME = "dalston-redis"
 ORCHESTRATOR_NAME = "dalston-orchestrator"
 JOBS_PVC = "dalston-jobs"
@@ -102,6 +103,11 @@ def _service(name: str, labels: dict[str, str], port: int) -> dict[str, Any]:
                      "ports": [{"name": "http", "port": port, "targetPort": "http", "protocol": "TCP"}]}}
 
 
+def _headless(service: dict[str, Any]) -> dict[str, Any]:
+    service["spec"]["clusterIP"] = "None"
+    return service
+
+
 def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
     spec = entry.spec
     name = d.service_name(entry)
@@ -129,7 +135,10 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": d.ENGINE_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "ENGINE_ID", "value": spec.id},
-            {"name": "DALSTON_GATEWAY_URL", "value": f"http://{GATEWAY_NAME}:{d.GATEWAY_PORT}"},
+            # Every gateway pod gets the registration and the heartbeats (not one per heartbeat through
+            # the Service), so each replica keeps knowing every engine first-hand while Redis is down.
+            {"name": "DALSTON_GATEWAY_URL", "value": f"http://{GATEWAY_PODS_NAME}:{d.GATEWAY_PORT}"},
+            {"name": "DALSTON_GATEWAY_EACH_ADDRESS", "value": "1"},
             {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
             {"name": "DALSTON_ADVERTISE_URL", "value": f"http://$(POD_IP):{d.ENGINE_PORT}"},
             *_secret_env(),
@@ -310,6 +319,7 @@ def render(catalog: Catalog) -> dict[str, str]:
         "gateway-deployment.yaml": gateway_deployment(defaults),
         "gateway-pdb.yaml": gateway_pdb(defaults),
         "gateway-service.yaml": _service(GATEWAY_NAME, _labels("gateway"), d.GATEWAY_PORT),
+        "gateway-pods-service.yaml": _headless(_service(GATEWAY_PODS_NAME, _labels("gateway"), d.GATEWAY_PORT)),
         "redis-deployment.yaml": redis_deployment(),
         "redis-service.yaml": redis_service(),
         "redis-pvc.yaml": _pvc(REDIS_PVC, "redis", "ReadWriteOnce", REDIS_STORAGE),

@@ -155,7 +155,15 @@ def test_gateway_is_replicated_on_a_shared_registry(catalog):
     assert re.fullmatch(r"redis:\d+\.\d+\.\d+", image)  # official image, pinned tag
     assert redis_svc["spec"]["selector"] == redis_dep["spec"]["selector"]["matchLabels"]
     kustomization = yaml.safe_load((base / "kustomization.yaml").read_text())["resources"]
-    assert {"gateway-pdb.yaml", "redis-deployment.yaml", "redis-service.yaml"} <= set(kustomization)
+    assert {"gateway-pdb.yaml", "gateway-pods-service.yaml", "redis-deployment.yaml",
+            "redis-service.yaml"} <= set(kustomization)
+    # Engines heartbeat every gateway pod: the headless Service's name resolves to each of them.
+    pods = yaml.safe_load((base / "gateway-pods-service.yaml").read_text())
+    assert pods["spec"]["clusterIP"] == "None" and pods["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    engine = yaml.safe_load((REPO / "deploy/k8s/variants/whisper-base/deployment.yaml").read_text())
+    engine_env = {e["name"]: e.get("value") for e in engine["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert engine_env["DALSTON_GATEWAY_URL"] == f"http://{pods['metadata']['name']}:8000"
+    assert engine_env["DALSTON_GATEWAY_EACH_ADDRESS"] == "1"
 
 
 def test_compose_ha_profile(catalog):

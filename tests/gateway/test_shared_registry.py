@@ -169,3 +169,50 @@ def test_reregistration_keeps_the_requests_in_flight_counted_once():
     assert again is first and again.max_concurrency == 4 and again.load == 0.25
     first.in_flight -= 1                      # ... and releases it on the object it holds
     assert registry.pick("whisper-base").in_flight == 0
+
+
+@contextlib.contextmanager
+def _serve_on(app, host: str, port: int) -> Iterator[str]:
+    """`serve` on a given loopback address (127.0.0.2 is loopback on Linux too)."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    assert wait_for(lambda: server.started, 30)
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_registrar_heartbeats_every_address_of_a_headless_name(catalog, keys_file, engines):
+    """DALSTON_GATEWAY_EACH_ADDRESS: one name (a Kubernetes headless Service) -> every gateway pod.
+
+    The resolver stands in for DNS (socket.getaddrinfo, as `resolve_addresses` calls it): it maps the
+    name to two loopback addresses, each with a gateway on the same port, as two pods behind one name.
+    """
+    from dalston.gateway.app import create_gateway_app
+    from tests.fixtures.serving import free_port
+    from tests.gateway.conftest import gateway_config
+
+    port = free_port()
+    pods = ["127.0.0.1", "127.0.0.2"]
+    apps = [create_gateway_app(gateway_config(catalog, keys_file, heartbeat_timeout=TIMEOUT)) for _ in pods]
+    with _serve_on(apps[0], pods[0], port), _serve_on(apps[1], pods[1], port):
+        digest = spec_digest(catalog.get("whisper-base").spec)
+        resolved = list(pods)
+        registrar = Registrar(f"http://gateway-pods.test:{port}", "whisper-base", engines[0], digest, 1,
+                              INTERNAL_TOKEN, interval=INTERVAL, each_address=True,
+                              resolve=lambda host, _: list(resolved) if host == "gateway-pods.test" else []).start()
+        try:
+            states = [app.state.gateway for app in apps]
+            assert wait_for(lambda: all(len(s.instances.live("whisper-base")) == 1 for s in states), 5)
+            assert sorted(registrar.instance_ids) == [f"http://{pod}:{port}" for pod in pods]
+            resolved.remove("127.0.0.2")  # that pod is gone from the Service: no more heartbeats to it
+            assert wait_for(lambda: states[1].instances.live("whisper-base") == [], TIMEOUT + 2)
+            assert len(states[0].instances.live("whisper-base")) == 1
+            assert list(registrar.instance_ids) == [f"http://127.0.0.1:{port}"]
+        finally:
+            registrar.stop()
