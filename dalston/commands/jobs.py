@@ -70,6 +70,11 @@ def run(args: argparse.Namespace) -> int:
 
 def _call(http: httpx.Client, method: str, path: str, **kwargs: Any) -> httpx.Response:
     response = http.request(method, path, **kwargs)
+    for _ in range(5 if method == "GET" else 0):  # reads are safe to repeat after a 503 + Retry-After
+        if response.status_code != 503:
+            break
+        time.sleep(min(5.0, float(response.headers.get("retry-after", "1") or 1)))
+        response = http.request(method, path, **kwargs)
     if response.status_code >= 400:
         try:
             error = response.json()["error"]

@@ -20,7 +20,6 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.datastructures import FormData, UploadFile
@@ -108,8 +107,7 @@ async def submit(request: Request, backend: JobsBackend, owner: str) -> Response
         raise ApiError(400, f"malformed multipart body: {exc.detail}", "invalid_multipart") from None
     try:
         job, upload = _parse_job(form, backend, owner)
-        job_id = job.id
-        await asyncio.to_thread(_store_upload, backend.storage, m.input_key(job_id), upload, backend.max_upload_bytes)
+        await asyncio.to_thread(_store_upload, backend.storage, m.input_key(job.id), upload, backend.max_upload_bytes)
         await backend.store.create(job, source_name=upload.filename or "upload")
     finally:
         await form.close()
@@ -232,6 +230,10 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
             raise ApiError(400, f"webhook_url must be an http(s) URL, got '{webhook_url[:100]}'", "invalid_webhook_url",
                            param="webhook_url")
     language = _text(form, "language")
+    declared = [code for code in spec.capabilities.languages if code != "multilingual"]
+    if language and declared and "multilingual" not in spec.capabilities.languages and language.lower() not in declared:
+        raise ApiError(400, f"language '{language}' is not supported by {spec.id} ({', '.join(declared)})",
+                       "unsupported_language", param="language")
     options = m.JobOptions(language=language.lower() if language else None, prompt=_text(form, "prompt"),
                            temperature=temperature, task=task,  # type: ignore[arg-type]
                            word_timestamps="word" in granularities)

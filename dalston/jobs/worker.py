@@ -127,6 +127,12 @@ class QueueWorker:
             await self._report_failure(delivery, task, "engine_error", f"{type(exc).__name__}: {exc}", retryable=True)
             return
         elapsed = time.perf_counter() - started
+        current = await self.store.get(job_id)
+        if current is None or current.status != "running":  # cancelled or failed meanwhile: drop the result
+            log.info("task_dropped job_id=%s chunk=%s status=%s", job_id, task["index"],
+                     current.status if current else "gone")
+            await self.consumer.ack(delivery)
+            return
         body = {"transcript": transcript.to_dict(), "worker": self.name, "seconds": round(elapsed, 3)}
         await asyncio.to_thread(self.storage.put, m.chunk_result_key(job_id, int(task["index"])),
                                 json.dumps(body).encode())

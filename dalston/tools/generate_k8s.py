@@ -128,7 +128,7 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
     # Streaming sessions may run for long: give them time to finish after SIGTERM (the engine stops
     # taking new work and deregisters at once, so the gateway sends it nothing new meanwhile).
     grace = 300 if spec.is_streaming else 120
-    container = {
+    container: dict[str, Any] = {
         "name": "engine",
         "image": d.image_name(spec),
         "command": d.engine_command(spec),

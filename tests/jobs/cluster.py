@@ -39,6 +39,7 @@ class Cluster:
     visibility_timeout: float = 3.0
     chunk_seconds: float = 30.0
     orchestrator_extra: list[str] = field(default_factory=list)
+    model: str = MODEL
 
     @property
     def url(self) -> str:
@@ -55,9 +56,9 @@ class Cluster:
         assert proc.alive(), proc.log_text()[-3000:]
         return proc
 
-    def start_worker(self, cpus: tuple[int, ...] | None = None, model: str = MODEL) -> p.Proc:
+    def start_worker(self, cpus: tuple[int, ...] | None = None) -> p.Proc:
         port = free_port()
-        args = ["serve", model, "--host", "127.0.0.1", "--port", str(port), "--keys-file", str(self.keys),
+        args = ["serve", self.model, "--host", "127.0.0.1", "--port", str(port), "--keys-file", str(self.keys),
                 "--queue", "--visibility-timeout", str(self.visibility_timeout)]
         proc = p.Proc(f"worker{len(self.workers)}", args, self.env, self.root / f"worker{len(self.workers)}.log",
                       port, cpus).start()
@@ -75,15 +76,19 @@ class Cluster:
         self.redis.stop()
 
     # ------------------------------------------------------------------ client side
-    def submit(self, audio: Path | bytes, *, auth: dict[str, str] = AUTH, model: str = MODEL,
+    def submit(self, audio: Path | bytes, *, auth: dict[str, str] = AUTH, model: str | None = None,
                **fields: Any) -> httpx.Response:
         data = audio.read_bytes() if isinstance(audio, Path) else audio
-        form: dict[str, Any] = {"model": model, **fields}
+        form: dict[str, Any] = {"model": model or self.model, **fields}
         return httpx.post(f"{self.url}/v1/jobs", headers=auth, data=form, files={"file": ("audio.wav", data, "audio/wav")},
                           timeout=60)
 
     def job(self, job_id: str, auth: dict[str, str] = AUTH) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/v1/jobs/{job_id}", headers=auth, timeout=10)
+        for _ in range(10):  # a 503 with Retry-After (Redis slow to answer on a loaded machine) is retried
+            response = httpx.get(f"{self.url}/v1/jobs/{job_id}", headers=auth, timeout=10)
+            if response.status_code != 503:
+                break
+            time.sleep(0.5)
         assert response.status_code == 200, response.text
         return response.json()  # type: ignore[no-any-return]
 
@@ -104,18 +109,18 @@ class Cluster:
 
 
 def start_cluster(root: Path, *, workers: int = 2, visibility_timeout: float = 3.0, chunk_seconds: float = 30.0,
-                  worker_cpus: list[tuple[int, ...] | None] | None = None,
+                  worker_cpus: list[tuple[int, ...] | None] | None = None, model: str = MODEL,
                   orchestrator_extra: list[str] | None = None) -> Cluster:
     engines = assets.engines_tree(root)
     models = root / "models"
-    assets.model_dir_for(MODEL, models, engines_root=engines)
+    assets.model_dir_for(model, models, engines_root=engines)
     keys = write_keys_file(root / "keys.txt", KEY, OTHER_KEY)
     redis = RedisServer(root / "redis", persistence=True).start()
     env = p.base_env(engines, models)
     env.update({"DALSTON_REGISTRY_URL": redis.url, "DALSTON_STORAGE_DIR": str(root / "storage")})
     gateway = p.gateway(env, keys, root, interval=0.5, timeout=2.0).start()
     cluster = Cluster(root, env, keys, redis, gateway, visibility_timeout=visibility_timeout,
-                      chunk_seconds=chunk_seconds, orchestrator_extra=list(orchestrator_extra or []))
+                      chunk_seconds=chunk_seconds, orchestrator_extra=list(orchestrator_extra or []), model=model)
     try:
         gateway.wait_http("/health", 30)
         cluster.start_orchestrator()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +131,8 @@ def test_bad_input_is_refused_at_submit_or_fails_the_job_clearly(cluster: c.Clus
              ({"model": "whisper-streaming-base"}, 400, "unsupported_model"),
              ({"response_format": "mp3"}, 400, "invalid_response_format"),
              ({"temperature": "7"}, 400, "invalid_temperature"),
+             ({"language": "fr"}, 400, "unsupported_language"),  # tiny.en is English only
+             ({"task": "translate"}, 400, "unsupported_option"),
              ({"webhook_url": "ftp://example"}, 400, "invalid_webhook_url")]
     for fields, status, code in cases:
         response = cluster.submit(beckett, **fields)
@@ -231,6 +232,53 @@ def test_a_killed_orchestrator_is_replaced_and_the_job_completes(cluster: c.Clus
     body = cluster.wait_status(job_id, {"succeeded", "failed"}, timeout=120)
     assert body["status"] == "succeeded", body
     assert wer(reference, result(cluster, job_id, "text").text) <= 0.1
+
+
+def test_a_task_that_no_worker_finishes_fails_its_job_after_the_delivery_limit(cluster: c.Cluster, speech_clip) -> None:
+    """Workers that take a task and die every time (here: a consumer that reads and never acknowledges,
+    as a SIGKILLed worker leaves it) do not loop forever: the 4th delivery fails the job (worker_lost)."""
+    for proc in cluster.live_workers():
+        proc.stop()
+    job_id = cluster.submit(speech_clip("beckett.wav")).json()["id"]
+    cluster.wait_status(job_id, {"running"}, timeout=60)
+    redis, stream = cluster.redis.client(), f"dalston:tasks:{c.MODEL}"
+    assert redis.xreadgroup("workers", "ghost-1", {stream: ">"}, count=1)  # delivery 1, never acknowledged
+    for n in (2, 3):  # two more crashed takers, each after the visibility timeout
+        time.sleep(cluster.visibility_timeout + 0.5)
+        assert redis.xautoclaim(stream, "workers", f"ghost-{n}", int(cluster.visibility_timeout * 1000))[1]
+    worker = cluster.start_worker()  # reclaims it as delivery 4 > 3 and gives up
+    body = cluster.wait_status(job_id, {"failed", "succeeded"}, timeout=60)
+    assert body["status"] == "failed" and body["error"]["code"] == "worker_lost", body
+    assert "never finished it" in body["error"]["message"]
+    assert f"task_started job_id={job_id}" not in worker.log_text()
+    c.wait_for(lambda: redis.xlen(stream) == 0 and redis.xpending(stream, "workers")["pending"] == 0, 10)
+
+
+def test_engine_errors_are_retried_up_to_the_limit_then_fail_the_job(cluster: c.Cluster, speech_clip) -> None:
+    """The orchestrator's side of a failing engine: each `chunk_failed` event, sent exactly as
+    dalston/jobs/worker.py `_report_failure` sends it (task taken off the stream, event with the
+    task, code, error, retryable=1), re-enqueues the chunk with the next attempt; the third fails the job."""
+    for proc in cluster.live_workers():
+        proc.stop()
+    job_id = cluster.submit(speech_clip("beckett.wav")).json()["id"]
+    cluster.wait_status(job_id, {"running"}, timeout=60)
+    redis, stream = cluster.redis.client(), f"dalston:tasks:{c.MODEL}"
+    for attempt in (1, 2, 3):
+        c.wait_for(lambda: redis.xlen(stream) == 1, 10)
+        ((entry_id, fields),) = redis.xrange(stream)
+        task = json.loads(fields[b"task"])
+        assert task["attempt"] == attempt and fields[b"job"].decode() == job_id
+        pipe = redis.pipeline(transaction=True)
+        pipe.xadd("dalston:events", {"type": "chunk_failed", "job": job_id, "task": fields[b"task"],
+                                     "code": "engine_error", "error": f"RuntimeError: CUDA out of memory ({attempt})",
+                                     "retryable": "1", "worker": "test"})
+        pipe.srem(f"dalston:job:{job_id}:tasks", entry_id)
+        pipe.xdel(stream, entry_id)
+        pipe.execute()
+    body = cluster.wait_status(job_id, {"failed", "succeeded"}, timeout=30)
+    assert body["status"] == "failed" and body["error"]["code"] == "engine_error", body
+    assert "after 3 attempt(s): RuntimeError: CUDA out of memory (3)" in body["error"]["message"]
+    assert redis.xlen(stream) == 0
 
 
 def test_queued_jobs_survive_a_redis_restart_with_persistence(cluster: c.Cluster, clips) -> None:
