@@ -3,6 +3,7 @@
     python bench/realtime.py                                   # tiny.en + base, beckett + two_cities
     python bench/realtime.py --variants whisper-streaming-base --clips beckett.wav
     python bench/realtime.py --whisperlivekit /path/to/venv/bin/wlk   # also run WhisperLiveKit
+    python bench/realtime.py --protocol openai   # + the OpenAI Realtime protocol, side by side with native
 
 For every variant a real `dalston serve VARIANT` process is started on its real pinned weights
 (`tests.fixtures.assets.model_dir_for`), and every clip is streamed to `/v1/realtime` as pcm16 in
@@ -18,6 +19,16 @@ Measured per (variant, clip):
   displayed text (finals + current partial) has at least that many words; median and p95.
 * final WER of the finals, and batch WER of the same server's `/v1/audio/transcriptions` on the
   same pcm16 samples (uploaded as WAV): same weights, same input, one run. Target ratio <= 1.2.
+
+OpenAI protocol (`--protocol openai`): after each native stream, the same clip is streamed to the same
+server over OpenAI's Realtime transcription protocol (24 kHz pcm16, base64 `input_audio_buffer.append`
+of the same duration, `dalston stream --protocol openai`'s client); row system `dalston-openai`.
+Word latency and WER are computed the same way (displayed text = completed items + the current
+item's deltas); chunk latency needs the stream time an event covers, which OpenAI deltas do not
+carry, so it is native-only. The framing overhead is also measured directly, per 100 ms chunk of
+each clip, on the server's own code paths: JSON parse + base64 decode + 24 -> 16 kHz resampling
+(OpenAI) against converting the same 100 ms as a 16 kHz binary pcm16 frame (native), medians of
+many repetitions (target: < 5 ms per chunk at median).
 
 WhisperLiveKit (`--whisperlivekit WLK_EXECUTABLE`, a `wlk` from `pip install whisperlivekit` in
 its own venv): started as `wlk serve --backend faster-whisper --backend-policy localagreement
@@ -58,7 +69,13 @@ import httpx  # noqa: E402
 import jiwer  # noqa: E402
 import numpy as np  # noqa: E402
 
-from dalston.commands.stream import load_audio_16k, realtime_url, stream_audio, to_pcm16  # noqa: E402
+from dalston.commands.stream import (  # noqa: E402
+    load_audio_16k,
+    realtime_url,
+    stream_audio,
+    stream_audio_openai,
+    to_pcm16,
+)
 from tests.fixtures import assets  # noqa: E402
 from tests.gateway import processes as p  # noqa: E402
 
@@ -160,6 +177,71 @@ async def stream_dalston(url: str, variant: str, clip: str, audio: np.ndarray, c
     first = next((e for e in result.events if e.type == "transcript.partial"), None)
     run.first_update_at = first.at if first else None
     return run
+
+
+async def stream_openai(url: str, variant: str, clip: str, audio: np.ndarray, chunk_ms: int, pace: bool) -> Run:
+    """The same clip over the OpenAI protocol: displayed text = completed items + the open item's deltas."""
+    done: list[str] = []
+    current = {"text": ""}
+    run = Run("dalston-openai", variant, clip, [])
+
+    def on_event(event: Any) -> None:
+        body = event.body
+        if event.type == "conversation.item.input_audio_transcription.delta":
+            current["text"] += body["delta"]
+            run.updates.append((event.at, " ".join([*done, current["text"]]).strip()))
+        elif event.type == "conversation.item.input_audio_transcription.completed":
+            if body["transcript"]:
+                done.append(body["transcript"])
+            current["text"] = ""
+            run.updates.append((event.at, " ".join(done)))
+
+    result = await stream_audio_openai(realtime_url(url, variant) + "&intent=transcription", audio, model=variant,
+                                       chunk_ms=chunk_ms, realtime=pace, api_key=KEY, language="en",
+                                       on_event=on_event)
+    if result.errors:
+        raise RuntimeError(f"dalston-openai {variant} {clip}: errors={result.errors}")
+    run.sent_at, run.last_frame_at, run.final_text = result.sent_at, result.last_frame_at, result.text
+    first = next((t for t, _ in run.updates), None)
+    run.first_update_at = first
+    return run
+
+
+def framing_overhead(audio: np.ndarray, repeats: int = 20) -> dict[str, Any]:
+    """Server-side cost per 100 ms chunk: OpenAI framing (JSON + base64 + 24 -> 16 kHz) minus native
+    (a binary 16 kHz pcm16 frame), on the server's own code paths, median over the clip's chunks."""
+    import base64
+
+    from dalston.commands.stream import _resample
+    from dalston.realtime.openai_protocol import decode_append
+    from dalston.server.realtime_audio import AudioConverter
+
+    pcm16k = to_pcm16(audio)
+    pcm24k = to_pcm16(_resample(audio, 24000))
+    native_frames = [pcm16k[i:i + 3200] for i in range(0, len(pcm16k), 3200)]
+    openai_texts = [json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm24k[i:i + 4800]).decode()})
+                    for i in range(0, len(pcm24k), 4800)]
+    n = min(len(native_frames), len(openai_texts))
+    native_ms: list[float] = []
+    openai_ms: list[float] = []
+    client_ms: list[float] = []
+    for _ in range(repeats):
+        native, openai = AudioConverter(16000, "pcm16"), AudioConverter(24000, "pcm16")
+        for i in range(n):
+            t = time.perf_counter()
+            native.convert(native_frames[i])
+            native_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            openai.convert(decode_append(json.loads(openai_texts[i])))
+            openai_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            json.dumps({"type": "input_audio_buffer.append", "audio": base64.b64encode(pcm24k[i * 4800:(i + 1) * 4800]).decode()})
+            client_ms.append((time.perf_counter() - t) * 1000)
+    med_native, med_openai = statistics.median(native_ms), statistics.median(openai_ms)
+    return {"chunks": n, "repeats": repeats, "native_ms_median": med_native, "openai_ms_median": med_openai,
+            "overhead_ms_median": med_openai - med_native, "openai_ms_p95": percentile(openai_ms, 95),
+            "client_encode_ms_median": statistics.median(client_ms),
+            "meets_target": med_openai - med_native < 5.0}
 
 
 def batch_text(url: str, variant: str, pcm: bytes, clip: str) -> str:
@@ -270,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--whisperlivekit", default=shutil.which("wlk"),
                         help="path of a `wlk` executable (pip install whisperlivekit in its own venv); default: on PATH")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
+    parser.add_argument("--protocol", choices=("native", "openai"), default="native",
+                        help="openai: also stream every clip over the OpenAI Realtime protocol, side by side")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -305,6 +389,10 @@ def main(argv: list[str] | None = None) -> int:
                     batches[clip] = batch_text(engine.url, variant, pcm[clip], clip)
                     rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
                     print(_line(rows[-1]), flush=True)
+                    if args.protocol == "openai":
+                        run = asyncio.run(stream_openai(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
+                        rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
+                        print(_line(rows[-1]), flush=True)
             finally:
                 engine.stop()
             if args.whisperlivekit:
@@ -326,7 +414,9 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_work:
             shutil.rmtree(work, ignore_errors=True)  # weights there are symlinks into the asset cache
 
+    framing = {c: framing_overhead(audio[c]) for c in clips} if args.protocol == "openai" else {}
     result = {"benchmark": "realtime", "chunk_ms": args.chunk_ms, "paced": pace, "cpu_count": os.cpu_count(),
+              "openai_framing_per_100ms_chunk": framing,
               "machine": platform.machine(), "python": platform.python_version(),
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "whisperlivekit": wlk_status,
               "rows": rows}
@@ -334,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     print(_header())
     for row in rows:
         print(_line(row))
+    for clip, f in framing.items():
+        print(f"openai framing per 100 ms chunk ({clip}, {f['chunks']} chunks x {f['repeats']}): server "
+              f"{f['openai_ms_median']:.3f} ms vs native {f['native_ms_median']:.3f} ms, overhead "
+              f"{f['overhead_ms_median']:.3f} ms median (target < 5: {'met' if f['meets_target'] else 'NOT met'}); "
+              f"client encode {f['client_encode_ms_median']:.3f} ms")
     print(f"whisperlivekit: {wlk_status}; load average {load_before[0]:.1f} -> {os.getloadavg()[0]:.1f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

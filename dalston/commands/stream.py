@@ -1,4 +1,4 @@
-"""`dalston stream FILE --model ID [--realtime] [--url ws://...] [--api-key KEY]`: a realtime client.
+"""`dalston stream FILE --model ID [--realtime] [--url ws://...] [--api-key KEY] [--protocol openai]`.
 
 Decodes FILE to 16 kHz mono, sends it as pcm16 frames of `--chunk-ms` over `/v1/realtime`, paced in
 real time with `--realtime` (what a microphone would do) or as fast as the socket takes it, and
@@ -23,6 +23,9 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 import numpy as np
 
 DEFAULT_URL = "ws://127.0.0.1:8000/v1/realtime"
+_COMPLETED = "conversation.item.input_audio_transcription.completed"
+_DELTA = "conversation.item.input_audio_transcription.delta"
+_FINAL, _SENTINEL = "dalston-stream-final", "dalston-stream-end"  # event ids of the two closing commits
 
 
 @dataclass
@@ -51,12 +54,20 @@ class StreamResult:
         return [e.body for e in self.events if e.type == "transcript.final"]
 
     @property
+    def completed(self) -> list[dict[str, Any]]:
+        """OpenAI protocol: one `...transcription.completed` per item."""
+        return [e.body for e in self.events if e.type == _COMPLETED]
+
+    @property
     def text(self) -> str:
-        return " ".join(f["text"] for f in self.finals if f.get("text")).strip()
+        texts = [f["text"] for f in self.finals] + [c["transcript"] for c in self.completed]
+        return " ".join(t for t in texts if t).strip()
 
     @property
     def errors(self) -> list[dict[str, Any]]:
-        return [e.body for e in self.events if e.type == "error"]
+        """Error events; OpenAI's nested `error` object is flattened to the native shape (code, message)."""
+        return [e.body.get("error", e.body) if isinstance(e.body.get("error"), dict) else e.body
+                for e in self.events if e.type == "error"]
 
 
 def realtime_url(url: str, model: str | None, api_key: str | None = None) -> str:
@@ -138,12 +149,112 @@ async def stream_audio(
     return result
 
 
+async def stream_audio_openai(
+    url: str,
+    samples: np.ndarray,
+    *,
+    model: str | None = None,
+    chunk_ms: int = 100,
+    rate: int = 24000,
+    realtime: bool = False,
+    api_key: str | None = None,
+    language: str | None = None,
+    on_event: Callable[[ReceivedEvent], None] | None = None,
+    timeout: float = 600.0,
+) -> StreamResult:
+    """The OpenAI Realtime transcription protocol (docs/REALTIME.md): 16 kHz `samples` resampled to
+    `rate` pcm16, sent as base64 `input_audio_buffer.append` events of `chunk_ms`, then a commit.
+
+    The server handles commits in order after the audio before them, so a second, empty commit
+    (answered with `input_audio_buffer_commit_empty`) marks the point where every item is complete;
+    then the client closes, as OpenAI clients do. `model`: the transcription model (a gateway
+    routes by it).
+    """
+    import base64
+
+    import websockets
+
+    result = StreamResult(chunk_seconds=chunk_ms / 1000)
+    pcm = to_pcm16(_resample(samples, rate))
+    step = rate * chunk_ms // 1000 * 2
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else None
+    transcription: dict[str, Any] = {"language": language}
+    if model:
+        transcription["model"] = model
+    update = {"type": "session.update", "session": {"type": "transcription", "audio": {"input": {
+        "format": {"type": "audio/pcm", "rate": rate}, "transcription": transcription}}}}
+    async with websockets.connect(url, additional_headers=headers, max_size=None, open_timeout=30) as ws:
+        t0 = time.monotonic()
+        done = asyncio.Event()
+
+        async def receive() -> None:
+            try:
+                async for message in ws:
+                    if isinstance(message, str):
+                        body = json.loads(message)
+                        error = body.get("error") or {} if body.get("type") == "error" else {}
+                        if error.get("event_id") == _SENTINEL:
+                            done.set()
+                            return
+                        if error.get("event_id") == _FINAL and error.get("code") == "input_audio_buffer_commit_empty":
+                            continue  # the VAD had already ended the last item
+                        event = ReceivedEvent(time.monotonic() - t0, body)
+                        result.events.append(event)
+                        if on_event:
+                            on_event(event)
+                        if body.get("type") == "error" and body["error"].get("code") in _FATAL:
+                            return
+            except websockets.ConnectionClosed:
+                pass
+
+        receiver = asyncio.create_task(receive())
+        try:
+            await ws.send(json.dumps(update))
+            t0 = time.monotonic()
+            for i, start in enumerate(range(0, len(pcm), step)):
+                if realtime:
+                    await asyncio.sleep(max(0.0, t0 + i * chunk_ms / 1000 - time.monotonic()))
+                result.sent_at.append(time.monotonic() - t0)
+                chunk = base64.b64encode(pcm[start:start + step]).decode("ascii")
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            result.last_frame_at = time.monotonic() - t0
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": _FINAL}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": _SENTINEL}))
+        except websockets.ConnectionClosed:
+            pass
+        await asyncio.wait_for(receiver, timeout)
+        if done.is_set():
+            await ws.close()
+        result.close_code = ws.close_code
+        result.close_reason = ws.close_reason or ""
+    return result
+
+
+# Errors after which an OpenAI session is closed by the server (the others leave it open).
+_FATAL = {"unauthorized", "model_not_served", "too_many_sessions", "idle_timeout", "not_ready", "internal_error",
+          "audio_too_long", "unsupported_intent"}
+
+
+def _resample(samples: np.ndarray, rate: int) -> np.ndarray:
+    if rate == 16000:
+        return samples
+    import av
+
+    resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+    frame = av.AudioFrame.from_ndarray(np.asarray(samples, dtype=np.float32)[None, :], format="flt", layout="mono")
+    frame.sample_rate = 16000
+    out = [f.to_ndarray().reshape(-1) for f in [*resampler.resample(frame), *resampler.resample(None)]]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
 class _Printer:
     """Partials rewrite one terminal line; finals are printed once, on their own line."""
 
     def __init__(self, tty: bool) -> None:
         self.tty = tty
         self.width = 0
+        self.item_text = ""  # OpenAI protocol: the current item's deltas
+        self.item_start = self.item_end = 0.0
 
     def __call__(self, event: ReceivedEvent) -> None:
         body = event.body
@@ -159,9 +270,26 @@ class _Printer:
         elif kind == "transcript.final":
             self._clear()
             print(f"[{body.get('start', 0):7.2f}-{body.get('end', 0):7.2f}] {body.get('text', '')}", flush=True)
+        elif kind == _DELTA:
+            self.item_text += body.get("delta", "")
+            if self.tty:
+                line = f"… {self.item_text}"[-(_columns() - 1):]
+                sys.stdout.write("\r" + line + " " * max(0, self.width - len(line)))
+                self.width = len(line)
+                sys.stdout.flush()
+        elif kind == "input_audio_buffer.speech_started":
+            self.item_start = body.get("audio_start_ms", 0) / 1000
+        elif kind == "input_audio_buffer.speech_stopped":
+            self.item_end = body.get("audio_end_ms", 0) / 1000
+        elif kind == _COMPLETED:
+            self._clear()
+            self.item_text = ""
+            if body.get("transcript"):
+                print(f"[{self.item_start:7.2f}-{self.item_end:7.2f}] {body['transcript']}", flush=True)
         elif kind == "error":
             self._clear()
-            print(f"dalston stream: server error {body.get('code')}: {body.get('message')}", file=sys.stderr)
+            error = body.get("error") if isinstance(body.get("error"), dict) else body
+            print(f"dalston stream: server error {error.get('code')}: {error.get('message')}", file=sys.stderr)
 
     def _clear(self) -> None:
         if self.tty and self.width:
@@ -186,6 +314,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--chunk-ms", type=int, default=160, help="audio per frame (default 160)")
     parser.add_argument("--language", default=None, help="ISO 639-1 code; default: the model detects it")
     parser.add_argument("--json", action="store_true", help="print every event as one JSON line")
+    parser.add_argument("--protocol", choices=("native", "openai"), default="native",
+                        help="native dalston events (default) or OpenAI Realtime transcription (24 kHz base64 pcm16)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -201,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"dalston stream: {args.file}: cannot decode audio ({exc})", file=sys.stderr)
         return 1
     url = realtime_url(args.url, args.model)
+    if args.protocol == "openai":
+        url += "&intent=transcription"
     printer: Callable[[ReceivedEvent], None]
     if args.json:
         def printer(event: ReceivedEvent) -> None:
@@ -208,15 +340,20 @@ def run(args: argparse.Namespace) -> int:
     else:
         printer = _Printer(sys.stdout.isatty())
     try:
-        result = asyncio.run(stream_audio(url, samples, chunk_ms=args.chunk_ms, realtime=args.realtime,
-                                          api_key=args.api_key, language=args.language, on_event=printer))
+        if args.protocol == "openai":
+            result = asyncio.run(stream_audio_openai(url, samples, model=args.model, chunk_ms=args.chunk_ms,
+                                                     realtime=args.realtime, api_key=args.api_key,
+                                                     language=args.language, on_event=printer))
+        else:
+            result = asyncio.run(stream_audio(url, samples, chunk_ms=args.chunk_ms, realtime=args.realtime,
+                                              api_key=args.api_key, language=args.language, on_event=printer))
     except (OSError, asyncio.TimeoutError) as exc:
         print(f"dalston stream: cannot reach {url}: {exc}", file=sys.stderr)
         return 1
     except Exception as exc:  # handshake refused (HTTP status), bad URL...
         print(f"dalston stream: {url}: {exc}", file=sys.stderr)
         return 1
-    if result.errors or (result.close_code not in (1000, None)):
+    if result.errors or (result.close_code not in (1000, None)) or (args.protocol == "openai" and not result.completed):
         if not result.errors:
             print(f"dalston stream: connection closed with code {result.close_code} {result.close_reason}", file=sys.stderr)
         return 1

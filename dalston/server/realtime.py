@@ -1,6 +1,11 @@
-"""The realtime WebSocket protocol: `GET /v1/realtime?model=ID` (see docs/REALTIME.md).
+"""The realtime WebSocket endpoint: `GET /v1/realtime?model=ID` (see docs/REALTIME.md).
 
-One connection is one session. The client sends a JSON `session.config`, then binary audio frames,
+Two protocols share this session handler (auth, model check, readiness, session slots, idle
+timeout, close codes): the native one below, and OpenAI's Realtime transcription protocol
+(`?intent=transcription`, `dalston.server.realtime_openai`). Engines emit typed events; each
+protocol renders them (`dalston.realtime.native_protocol`, `dalston.realtime.openai_protocol`).
+
+Native: one connection is one session. The client sends a JSON `session.config`, then binary audio frames,
 then `{"type": "session.end"}` (or just closes); the server answers with JSON events. Each session
 owns a `StreamingSession` from the engine; its audio is handed to a worker task that runs
 `accept` / `finish` on a thread pool sized to `capabilities.max_concurrency`, strictly in order,
@@ -18,6 +23,7 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +34,16 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dalston.engine_sdk import SAMPLE_RATE, Final, StreamEvent, StreamingEngine, StreamingSession
 from dalston.realtime import native_protocol
+from dalston.realtime.openai_protocol import OpenAIError
+from dalston.server.realtime_audio import AudioConverter, InvalidFrame
+from dalston.server.realtime_openai import (
+    OpenAISession,
+    is_openai_event,
+    render_error,
+    subprotocol_key,
+    wants_beta,
+    wants_openai,
+)
 
 log = logging.getLogger("dalston.realtime")
 
@@ -40,7 +56,7 @@ CLOSE_IDLE_TIMEOUT = 4408
 CLOSE_INTERNAL = 4500
 CLOSE_NOT_READY = 4503
 
-ENCODINGS = {"pcm16": 2, "float32": 4}  # bytes per sample
+ENCODINGS = {"pcm16": 2, "float32": 4}  # bytes per sample (native protocol)
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 DEFAULT_IDLE_TIMEOUT_S = 30.0
@@ -108,49 +124,6 @@ def _parse_json(text: str) -> dict[str, Any]:
     return message
 
 
-class AudioConverter:
-    """Client frames -> 16 kHz mono float32: checks alignment, decodes, resamples with state across frames."""
-
-    def __init__(self, config: SessionConfig) -> None:
-        self.width = ENCODINGS[config.encoding]
-        self.encoding = config.encoding
-        self.rate = config.sample_rate
-        self._resampler: Any = None
-        if self.rate != SAMPLE_RATE:
-            import av  # PyAV (libswresample): filtered, stateful resampling; ships with faster-whisper
-
-            self._av = av
-            self._resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-
-    def convert(self, data: bytes) -> np.ndarray:
-        if len(data) % self.width:
-            raise ProtocolError("invalid_frame",
-                                f"binary frame of {len(data)} bytes is not a whole number of {self.encoding} samples "
-                                f"({self.width} bytes each)")
-        if self.encoding == "pcm16":
-            samples = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
-        else:
-            samples = np.frombuffer(data, dtype="<f4").astype(np.float32)
-            if not np.all(np.isfinite(samples)):
-                raise ProtocolError("invalid_frame", "float32 frame contains NaN or infinity")
-        return self._resample(samples)
-
-    def flush(self) -> np.ndarray:
-        return self._resample(None)
-
-    def _resample(self, samples: np.ndarray | None) -> np.ndarray:
-        if self._resampler is None:
-            return samples if samples is not None else np.zeros(0, dtype=np.float32)
-        frame = None
-        if samples is not None:
-            if len(samples) == 0:
-                return samples
-            frame = self._av.AudioFrame.from_ndarray(samples[None, :], format="flt", layout="mono")
-            frame.sample_rate = self.rate
-        out = [f.to_ndarray().reshape(-1) for f in self._resampler.resample(frame)]
-        return np.concatenate(out).astype(np.float32) if out else np.zeros(0, dtype=np.float32)
-
-
 class _Slots:
     """Counts open sessions; `capabilities.max_concurrency` is the limit (no queue: realtime can't wait)."""
 
@@ -169,10 +142,11 @@ class _Slots:
 
 
 def _bearer(websocket: WebSocket) -> str | None:
+    """The key from `Authorization: Bearer`, the OpenAI browser subprotocol offer, or `?api_key=`."""
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer "):
         return header[7:].strip()
-    return websocket.query_params.get("api_key")
+    return subprotocol_key(websocket.scope) or websocket.query_params.get("api_key")
 
 
 def _is_ready(state: Any) -> bool:
@@ -208,8 +182,12 @@ def realtime_routes(state: Any, limits: RealtimeLimits | None = None) -> list[Ba
     executor = ThreadPoolExecutor(max_workers=state.spec.capabilities.max_concurrency, thread_name_prefix="realtime")
 
     async def endpoint(websocket: WebSocket) -> None:
-        await websocket.accept()
+        # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
+        subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
+        await websocket.accept(subprotocol=subprotocol)
         handler = _SessionHandler(websocket, state, limits, slots, executor)
+        if wants_openai(websocket.query_params, websocket.headers, subprotocol):
+            handler.protocol = "openai"
         await handler.run()
 
     return [WebSocketRoute("/v1/realtime", endpoint)]
@@ -229,6 +207,8 @@ class _SessionHandler:
         self._holds_slot = False
         self.audio_seconds = 0.0
         self.finals = 0
+        self.protocol = "native"  # or "openai": decides how errors and events are rendered
+        self.served: set[str] = set()  # ids and aliases of the model this server serves
 
     # -------------------------------------------------------------- sending
     async def send(self, message: dict[str, Any]) -> None:
@@ -253,7 +233,8 @@ class _SessionHandler:
     async def fail(self, code: str, message: str, close_code: int) -> None:
         self.release_slot()
         log.info("realtime_error session_id=%s code=%s close_code=%d message=%r", self.session_id, code, close_code, message)
-        await self.send({"type": "error", "code": code, "message": message})
+        await self.send(render_error(code, message) if self.protocol == "openai"
+                        else {"type": "error", "code": code, "message": message})
         await self.close(close_code)
 
     async def close(self, code: int) -> None:
@@ -277,8 +258,14 @@ class _SessionHandler:
                 await self.fail("unauthorized", "missing or invalid API key (Authorization: Bearer dk_... or ?api_key=)",
                                 CLOSE_UNAUTHORIZED)
                 return
+        intent = self.ws.query_params.get("intent")
+        if intent is not None and intent != "transcription":
+            await self.fail("unsupported_intent", f"intent={intent!r}: dalston serves transcription sessions only "
+                            "(?intent=transcription)", CLOSE_BAD_MESSAGE)
+            return
         model = self.ws.query_params.get("model") or spec.id
-        if model not in _served_ids(self.state):
+        self.served = _served_ids(self.state)
+        if model not in self.served:
             await self.fail("model_not_served", f"model {model!r} is not served here; this server serves {spec.id!r}",
                             CLOSE_FORBIDDEN_MODEL)
             return
@@ -294,8 +281,8 @@ class _SessionHandler:
         started = time.monotonic()
         try:
             await self._serve()
-        except ProtocolError as exc:
-            await self.fail(exc.code, exc.message, exc.close_code)
+        except (ProtocolError, OpenAIError) as exc:
+            await self.fail(exc.code, exc.message, exc.close_code or CLOSE_BAD_MESSAGE)
         except WebSocketDisconnect:
             self._closed = True
         except Exception as exc:  # an engine bug: report it to this client only, keep the server up
@@ -306,23 +293,36 @@ class _SessionHandler:
             log.info("realtime_session_closed session_id=%s model=%s audio_seconds=%.2f finals=%d wall_seconds=%.2f",
                      self.session_id, spec.id, self.audio_seconds, self.finals, time.monotonic() - started)
 
-    async def _receive(self) -> dict[str, Any]:
-        try:
-            message = await asyncio.wait_for(self.ws.receive(), timeout=self.limits.idle_timeout_s)
-        except asyncio.TimeoutError:
-            raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s; closing the session",
-                                CLOSE_IDLE_TIMEOUT) from None
+    async def _receive(self, busy: Callable[[], bool] | None = None) -> dict[str, Any]:
+        """The next message; idle_timeout after `idle_timeout_s` of silence, unless `busy()` says the
+        server still owes the client events (an OpenAI client waits for them without sending)."""
+        while True:
+            try:
+                message = await asyncio.wait_for(self.ws.receive(), timeout=self.limits.idle_timeout_s)
+                break
+            except asyncio.TimeoutError:
+                if busy is not None and busy():
+                    continue
+                raise ProtocolError("idle_timeout", f"no message for {self.limits.idle_timeout_s:g} s; closing the "
+                                    "session", CLOSE_IDLE_TIMEOUT) from None
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         return message
 
     async def _serve(self) -> None:
         spec = self.state.spec
+        if self.protocol == "openai":
+            await OpenAISession(self, beta=wants_beta(self.ws.headers)).serve(None)
+            return
         first = await self._receive()
+        if is_openai_event(first.get("text")):  # an OpenAI client that connected with only ?model=
+            self.protocol = "openai"
+            await OpenAISession(self, beta=wants_beta(self.ws.headers)).serve(first["text"])
+            return
         if first.get("text") is None:
             raise ProtocolError("config_required", "send session.config (a JSON text frame) before any audio")
         config = parse_session_config(first["text"], spec.capabilities.languages)
-        converter = AudioConverter(config)
+        converter = AudioConverter(config.sample_rate, config.encoding)
         loop = asyncio.get_running_loop()
         session: StreamingSession = await loop.run_in_executor(self.executor, self.state.engine.open_session, config.language)
         await self.send({"type": "session.begin", "session_id": self.session_id, "model": spec.id,
@@ -343,7 +343,10 @@ class _SessionHandler:
                     if len(data) > self.limits.max_frame_bytes:
                         raise ProtocolError("frame_too_large",
                                             f"binary frame of {len(data)} bytes exceeds {self.limits.max_frame_bytes} bytes")
-                    samples = converter.convert(data)
+                    try:
+                        samples = converter.convert(data)
+                    except InvalidFrame as exc:
+                        raise ProtocolError("invalid_frame", str(exc)) from None
                     self.audio_seconds += len(data) / converter.width / config.sample_rate
                     if self.audio_seconds > max_seconds:
                         raise ProtocolError("audio_too_long", f"session exceeded {max_seconds:g} s of audio "

@@ -78,3 +78,24 @@ def _text_file(tmp_path: Path) -> Path:
     path = tmp_path / "notes.wav"
     path.write_text("this is not audio\n")
     return path
+
+
+@pytest.mark.parametrize("extra,expected", [([], None), (["--api-key", "dk_wrong"], "unauthorized")],
+                         ids=["good", "wrong key"])
+def test_openai_protocol(served: str, extra: list[str], expected: str | None) -> None:
+    """`--protocol openai`: the same words from OpenAI items (24 kHz base64 appends), or one clear error line."""
+    from tests.realtime.openai_sdk import check_deltas
+
+    clip = str(assets.speech_clip("beckett.wav"))
+    done = dalston_stream(clip, "--model", "whisper-streaming-tiny-en", "--url", served, "--language", "en",
+                          "--protocol", "openai", "--json", *(extra or ["--api-key", KEY]))
+    assert "Traceback" not in done.stderr
+    if expected:
+        assert done.returncode == 1 and expected in done.stderr, done.stderr
+        return
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[0]["type"] == "session.created"
+    check_deltas(events)
+    completed = [e["transcript"] for e in events if e["type"] == "conversation.item.input_audio_transcription.completed"]
+    assert assets.normalize_words(" ".join(completed)) == assets.reference_words("beckett"), completed
