@@ -354,6 +354,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"dalston stream: {url}: {exc}", file=sys.stderr)
         return 1
     if result.errors or (result.close_code not in (1000, None)) or (args.protocol == "openai" and not result.completed):
+        if result.errors and args.json:  # the event went to stdout; say it on stderr too
+            error = result.errors[0]
+            print(f"dalston stream: server error {error.get('code')}: {error.get('message')}", file=sys.stderr)
         if not result.errors:
             print(f"dalston stream: connection closed with code {result.close_code} {result.close_reason}", file=sys.stderr)
         return 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -64,6 +65,24 @@ class OpenAIRun:
     @property
     def errors(self) -> list[dict[str, Any]]:
         return [e["error"] for e in self.of("error")]
+
+
+def check_early_deltas(run: OpenAIRun, duration_s: float) -> None:
+    """Deltas arrive before the audio ends: the first delta is for speech that ended well before the
+    end of the clip (stream time), and arrives before the last append (wall clock) -- unless the
+    server was measurably behind real time (a loaded machine), which is printed instead."""
+    deltas = [e for e in run.events if e.type == "conversation.item.input_audio_transcription.delta"]
+    assert deltas, "no deltas"
+    first = deltas[0]
+    started = next(e for e in run.events if e.type == "input_audio_buffer.speech_started"
+                   and e.body["item_id"] == first.body["item_id"])
+    assert started.body["audio_start_ms"] / 1000 < duration_s - 2.0, started.body
+    if first.at >= run.last_append_at:
+        # how far behind real time the server's utterance ends came (a healthy server: < 1.5 s)
+        lag = max(e.at - e.body["audio_end_ms"] / 1000 for e in run.events
+                  if e.type == "input_audio_buffer.speech_stopped")
+        assert lag > 2.0, f"first delta at {first.at:.2f}s after the last append at {run.last_append_at:.2f}s"
+        print(f"server {lag:.1f}s behind real time (machine load {os.getloadavg()[0]:.1f}): wall-clock check skipped")
 
 
 def check_deltas(events: Sequence[dict[str, Any]]) -> None:
