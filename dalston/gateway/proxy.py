@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator
+from urllib.parse import urlencode
 from typing import TYPE_CHECKING
 
 import httpx
@@ -22,6 +24,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from dalston.server.errors import openai_error
+from dalston.server.realtime_openai import render_error
 
 if TYPE_CHECKING:
     from dalston.gateway.app import GatewayState
@@ -156,6 +159,8 @@ def _fail(state: GatewayState, inst: Instance, engine_id: str, status: int, code
 
 # --- realtime WebSocket -------------------------------------------------------------------------
 
+_CREATED = ("session.created", "transcription_session.created")  # an engine's first OpenAI event
+
 async def _deny(websocket: WebSocket, response: Response) -> None:
     """Refuse the handshake with an HTTP error body where the server supports it, else close 1008."""
     try:
@@ -165,38 +170,66 @@ async def _deny(websocket: WebSocket, response: Response) -> None:
 
 
 async def realtime(websocket: WebSocket) -> None:
-    """`/v1/realtime?model=<id>`: authenticate, pick an instance, then pump frames both ways."""
+    """`/v1/realtime?model=<id>`: authenticate, pick an instance, then pump frames both ways.
+
+    An OpenAI transcription session without `?model=` is routed by the model its first
+    `session.update` names (`dalston.gateway.openai_routing`).
+    """
     import websockets
     from websockets.exceptions import ConnectionClosed
 
     from dalston.gateway.app import bearer, client_auth_error, no_instance, resolve
+    from dalston.gateway.openai_routing import await_model
+    from dalston.server.realtime_openai import subprotocol_key, wants_beta, wants_openai
 
     state: GatewayState = websocket.app.state.gateway
-    token = bearer(websocket.headers) or websocket.query_params.get("api_key")
+    token = bearer(websocket.headers) or subprotocol_key(websocket.scope) or websocket.query_params.get("api_key")
     if (denied := client_auth_error(state, token)) is not None:
         return await _deny(websocket, denied)
-    engine_id = resolve(state, websocket.query_params.get("model"))
-    if isinstance(engine_id, Response):
-        return await _deny(websocket, engine_id)
-    inst = state.instances.pick(engine_id)
-    if inst is None:
-        return await _deny(websocket, no_instance(state, engine_id))
+    # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
+    subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
+    beta = wants_beta(websocket.headers)
+    query = dict(websocket.query_params)
+    first_text: str | None = None  # the OpenAI event that chose the model, forwarded first
+    if not query.get("model") and wants_openai(websocket.query_params, websocket.headers, subprotocol):
+        await websocket.accept(subprotocol=subprotocol)
+        routed = await await_model(websocket, state, beta)
+        if routed is None:
+            return
+        engine_id, inst, first_text = routed
+        query["model"] = engine_id
+    else:
+        resolved = resolve(state, query.get("model"))
+        if isinstance(resolved, Response):
+            return await _deny(websocket, resolved)
+        engine_id = resolved
+        picked = state.instances.pick(engine_id)
+        if picked is None:
+            return await _deny(websocket, no_instance(state, engine_id))
+        inst = picked
     ws_base = "ws" + inst.url.removeprefix("http")
-    query = websocket.url.query
-    url = f"{ws_base}{websocket.url.path}" + (f"?{query}" if query else "")
-    headers = [(k, v) for k, v in websocket.headers.items() if k.lower() == "authorization"]
+    url = f"{ws_base}{websocket.url.path}?{urlencode(query)}"
+    headers = [("Authorization", f"Bearer {token}")] if token else []
+    headers += [(k, v) for k, v in websocket.headers.items() if k.lower() == "openai-beta"]
     try:
         upstream = await websockets.connect(url, additional_headers=headers, open_timeout=state.config.connect_timeout,
-                                            max_size=None)
+                                            max_size=None, subprotocols=[subprotocol] if subprotocol else None)
     except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
         state.metrics.upstream_errors.labels(engine_id, "connect").inc()
-        return await _deny(websocket, openai_error(502, f"engine for '{engine_id}' refused the realtime session: "
-                                                        f"{exc}", "server_error", "engine_unreachable"))
-    await websocket.accept()
+        message = f"engine for '{engine_id}' refused the realtime session: {exc}"
+        if first_text is None:
+            return await _deny(websocket, openai_error(502, message, "server_error", "engine_unreachable"))
+        await websocket.send_json(render_error("engine_unreachable", message))
+        return await websocket.close(code=1011)
+    if first_text is None:
+        await websocket.accept(subprotocol=subprotocol)
+    else:
+        await upstream.send(first_text)
     inst.in_flight += 1
     state.metrics.in_flight.labels(engine_id).inc()
     started = time.perf_counter()
     close_code = 1000
+    drop_created = first_text is not None  # the client got session.created from the gateway already
 
     async def client_to_engine() -> None:
         while True:
@@ -209,12 +242,16 @@ async def realtime(websocket: WebSocket) -> None:
                 await upstream.send(message["text"])
 
     async def engine_to_client() -> None:
-        nonlocal close_code
+        nonlocal close_code, drop_created
         try:
             async for message in upstream:
                 if isinstance(message, bytes):
                     await websocket.send_bytes(message)
                 else:
+                    if drop_created:
+                        drop_created = False
+                        if json.loads(message).get("type") in _CREATED:
+                            continue
                     await websocket.send_text(message)
         except ConnectionClosed:
             pass

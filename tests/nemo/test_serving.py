@@ -161,3 +161,18 @@ def test_two_concurrent_realtime_sessions_are_isolated(streaming_server: Running
         strip = [(e.type, e.body.get("text")) for e in one.events if e.type != "session.begin"]
         assert strip == [(e.type, e.body.get("text")) for e in other.events if e.type != "session.begin"]
     assert httpx.get(f"{streaming_server.url}/health").status_code == 200
+
+
+def test_openai_sdk_session_streams_words_as_deltas(streaming_server: Running, clip) -> None:
+    """The official `openai` SDK against the tiny cache-aware parakeet: 24 kHz audio paced in real
+    time; its words are stable once emitted, so deltas stream while the audio is still being sent,
+    and every item's deltas add up to its completed transcript (checked by run_sdk_session)."""
+    from tests.realtime.openai_sdk import check_early_deltas, run_sdk_session
+
+    run = asyncio.run(run_sdk_session(streaming_server.url, clip("beckett"), model="parakeet-streaming-tiny"))
+    assert not run.errors, run.errors
+    check_early_deltas(run, len(clip("beckett")) / SAMPLE_RATE)
+    deltas = [e for e in run.events if e.type == "conversation.item.input_audio_transcription.delta"]
+    # word-by-word: more deltas than items
+    assert len(deltas) > len(run.transcripts), ([d.body["delta"] for d in deltas], run.transcripts)
+    assert words_of(run.text) == target_words(), run.text
