@@ -117,10 +117,10 @@ def _language(value: Any, languages: list[str], param: str) -> str | None:
         return None
     if not isinstance(value, str) or not (2 <= len(value) <= 3 and value.isalpha()):
         raise OpenAIError("invalid_value", f"{param}={value!r}: must be an ISO 639-1 code", param)
-    value = value.lower()
-    if "multilingual" not in languages and value not in languages:
-        raise OpenAIError("unsupported_language", f"{param}={value!r}: this model supports {', '.join(languages)}", param)
-    return value
+    code = value.lower()
+    if "multilingual" not in languages and code not in languages:
+        raise OpenAIError("unsupported_language", f"{param}={code!r}: this model supports {', '.join(languages)}", param)
+    return code
 
 
 def _transcription(body: Any, current: TranscriptionSettings, languages: list[str], param: str) -> TranscriptionSettings:
