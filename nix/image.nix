@@ -26,9 +26,10 @@ let
   oci = import ./lib/oci.nix;
   families = import ./lib/runtime-family.nix;
 
-  # What a non-root process needs from the root filesystem: a writable /tmp and a passwd entry.
+  # What a non-root process needs from the root filesystem: a writable /tmp and a passwd entry, and
+  # a writable mount point for the batch-job storage (docs/JOBS.md): a fresh volume takes its mode.
   rootfs = pkgs.runCommand "dalston-rootfs" { } ''
-    mkdir -p $out/tmp $out/etc
+    mkdir -p $out/tmp $out/etc $out/var/lib/dalston/jobs
     echo 'root:x:0:0:root:/root:/noshell' > $out/etc/passwd
     echo 'dalston:x:10001:10001:dalston:/tmp:/noshell' >> $out/etc/passwd
     echo 'root:x:0:' > $out/etc/group
@@ -65,7 +66,8 @@ let
         (below: nix2container.buildLayer {
           deps = [ app app.dependencyEnv launcher engines ];
           copyToRoot = [ rootfs ];
-          perms = [{ path = rootfs; regex = "/tmp$"; mode = "1777"; }];
+          perms = [{ path = rootfs; regex = "/tmp$"; mode = "1777"; }
+                   { path = rootfs; regex = "/var/lib/dalston/jobs$"; mode = "1777"; }];
           layers = below;
         })
         (below: nix2container.buildLayer { deps = [ weights ]; layers = below; })

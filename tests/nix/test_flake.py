@@ -189,7 +189,7 @@ def test_images_layers_env_and_labels(repo: Path) -> None:
         if gpu:  # cuBLAS of CUDA 12, what CTranslate2 4.8.5 dlopens (tests/nix/test_gpu_runtime.py)
             assert layers[1]["names"] == ["libcublas-12.8.4.1-lib"]
         assert app["deps"] == ["dalston-0.1.0", "python3.12-dalston-env", "dalston-entrypoint", f"{engine_id}-engines"]
-        assert app["copyToRoot"] == ["dalston-rootfs"] and app["perms"][0]["mode"] == "1777"
+        assert app["copyToRoot"] == ["dalston-rootfs"] and [p["mode"] for p in app["perms"]] == ["1777", "1777"]
         assert {"dalston-0.1.0", "dalston-rootfs", f"{engine_id}-engines"} <= set(app["names"])
         assert (weights["deps"], weights["copyToRoot"], weights["perms"]) == ([f"{engine_id}-weights"], [], [])
         assert f"{engine_id}-weights" in weights["names"]
