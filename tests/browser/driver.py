@@ -174,8 +174,9 @@ class ConsolePage:
         download.save_as(str(target))
         return target
 
-    def start_mic(self, model: str) -> None:
+    def start_mic(self, model: str, protocol: str = "dalston") -> None:
         self.page.select_option("#mic-model", model)
+        self.page.select_option("#mic-protocol", protocol)
         self.page.click("#mic-start")
 
     def stop_mic(self, timeout_ms: float = 60_000) -> None:

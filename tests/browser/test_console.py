@@ -201,23 +201,39 @@ def test_every_documented_refusal_has_a_sentence(cluster, chromium, status, code
     no_errors(console)
 
 
-def test_microphone_partials_turn_into_finals(cluster, chromium):
-    console = driver.ConsolePage.open(chromium, cluster.gateway.url)
+def speak_beckett(console: driver.ConsolePage, protocol: str) -> list[dict[str, str]]:
+    """Start the fake microphone (the looped clip: 0.5 s quiet, 10 s speech, 3 s quiet), wait for the
+    first pass's last word as final, stop, and return the finals."""
     console.enter_key(driver.KEY)
     console.wait_models()
-    console.start_mic(REALTIME)
-    reference = assets.reference_words("beckett")
-    # the fake device loops the clip (0.5 s quiet, 10 s speech, 3 s quiet): wait for the first pass's finals
+    console.start_mic(REALTIME, protocol)
     console.page.wait_for_function(
         """last => [...document.querySelectorAll('#mic-finals .final')].some(f => f.textContent.toLowerCase().includes(last))""",
-        arg=reference[-1], timeout=90_000)
+        arg=assets.reference_words("beckett")[-1], timeout=90_000)
     console.stop_mic()
     assert console.error_text("#mic-error") == ""
-    finals = console.finals()
-    assert int(finals[0]["partials"]) >= 1, "a partial (grey) must be shown before the first final"
-    heard = assets.normalize_words(" ".join(f["text"] for f in finals))
-    first_pass = heard[:len(reference)]
-    assert jiwer.wer(" ".join(reference), " ".join(first_pass)) <= 0.1, heard
-    assert all(re.fullmatch(r"latency \d+ ms", f["latency"]) for f in finals), finals
     assert console.page.text_content("#mic-status").startswith("Session ended")
+    finals = console.finals()
+    reference = assets.reference_words("beckett")
+    heard = assets.normalize_words(" ".join(f["text"] for f in finals))
+    assert jiwer.wer(" ".join(reference), " ".join(heard[:len(reference)])) <= 0.1, heard
+    assert all(re.fullmatch(r"latency \d+ ms", f["latency"]) for f in finals), finals
+    return finals
+
+
+def test_microphone_partials_turn_into_finals(cluster, chromium):
+    """dalston protocol: grey partials (which may still change) before each final."""
+    console = driver.ConsolePage.open(chromium, cluster.gateway.url)
+    finals = speak_beckett(console, "dalston")
+    assert int(finals[0]["partials"]) >= 1, "a partial (grey) must be shown before the first final"
+    no_errors(console)
+
+
+def test_microphone_over_the_openai_realtime_protocol(cluster, chromium):
+    """OpenAI Realtime protocol through the gateway: the key travels in the subprotocol offer, never a URL."""
+    console = driver.ConsolePage.open(chromium, cluster.gateway.url)
+    urls: list[str] = []
+    console.page.on("websocket", lambda ws: urls.append(ws.url))
+    speak_beckett(console, "openai")
+    assert urls and all("intent=transcription" in u and driver.KEY not in u for u in urls), urls
     no_errors(console)

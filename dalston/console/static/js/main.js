@@ -28,7 +28,7 @@ new FilePanel({
 }, showError);
 
 new MicPanel({
-  model: $("mic-model"), language: $("mic-language"), start: $("mic-start"), stop: $("mic-stop"),
+  model: $("mic-model"), protocol: $("mic-protocol"), language: $("mic-language"), start: $("mic-start"), stop: $("mic-stop"),
   status: $("mic-status"), error: $("mic-error"), finals: $("mic-finals"), partial: $("mic-partial"),
 }, showError);
 
