@@ -36,6 +36,8 @@ def main() -> int:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     base, realtime = driver.ENGINES
+    # latencies in the live screenshot depend on the machine's load: say what it was
+    print("console_screenshots load_average=%.2f,%.2f,%.2f cpus=%d" % (*os.getloadavg(), os.cpu_count() or 0))
     with tempfile.TemporaryDirectory(prefix="dalston-console-") as tmp:
         work = Path(tmp)
         wav = driver.fake_microphone_wav(work / "beckett-mic.wav")
