@@ -4,7 +4,6 @@ import { ApiFailure, postForm, sseEvents } from "./api.js";
 import { TranscriptView } from "./transcript.js";
 
 const STREAMABLE = new Set(["json", "text", "verbose_json"]);  // the formats stream=true supports
-const EXTENSIONS = { txt: "txt", srt: "srt", vtt: "vtt", json: "json" };
 const MEDIA = { txt: "text/plain", srt: "application/x-subrip", vtt: "text/vtt", json: "application/json" };
 
 export class FilePanel {
@@ -181,7 +180,7 @@ export class FilePanel {
     }
     const link = document.createElement("a");
     link.href = URL.createObjectURL(new Blob([body], { type: MEDIA[kind] }));
-    link.download = `${result.request.file.name.replace(/\.[^.]+$/, "")}.${EXTENSIONS[kind]}`;
+    link.download = `${result.request.file.name.replace(/\.[^.]+$/, "")}.${kind}`;  // the kind is the extension
     document.body.append(link);
     link.click();
     link.remove();
