@@ -39,6 +39,7 @@ from dalston.server.realtime_audio import AudioConverter, InvalidFrame
 
 log = logging.getLogger("dalston.realtime")
 
+_CLOSE_INTERNAL = 4500  # as dalston.server.realtime.CLOSE_INTERNAL
 _QUEUE_ITEMS = 256  # as the native protocol: beyond this, stop reading the socket (TCP backpressure)
 _IDS = EventIds()
 
@@ -119,7 +120,7 @@ class OpenAISession:
         try:
             while True:
                 if self.worker is not None and self.worker.done():
-                    self.worker.result()  # the worker failed: surface its exception
+                    self.worker.result()  # it failed and closed the session (internal_error)
                     return
                 text = pending.pop() if pending else None
                 if text is None:
@@ -130,16 +131,17 @@ class OpenAISession:
                                          None)
                         continue
                     text = message.get("text") or ""
-                event_id = None
                 try:
                     event = json.loads(text)
-                    if not isinstance(event, dict):
-                        raise ValueError
-                    event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
-                    await self.handle(event)
                 except ValueError:
+                    event = None
+                if not isinstance(event, dict):
                     await self.error(OpenAIError("invalid_json", f"client events must be JSON objects; got {text[:40]!r}"),
                                      None)
+                    continue
+                event_id = event.get("event_id") if isinstance(event.get("event_id"), str) else None
+                try:
+                    await self.handle(event)
                 except OpenAIError as exc:
                     if exc.close_code is not None:
                         raise
@@ -216,6 +218,8 @@ class OpenAISession:
     # ------------------------------------------------------------------ worker
     def busy(self) -> bool:
         """Work queued or running: the client is waiting for our events, so it is not idle."""
+        if self.worker is None or self.worker.done():
+            return False
         return self.working or not self.queue.empty()
 
     async def work(self) -> None:
@@ -285,7 +289,8 @@ class OpenAISession:
                 offset, fed = now, 0
         except asyncio.CancelledError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # an engine bug: this session only; the client may be waiting silently
+            log.exception("realtime_internal_error session_id=%s", self.h.session_id)
             for body in self.translator.failed(f"internal error: {type(exc).__name__}"):
                 await self.h.send(body)
-            raise
+            await self.h.fail("internal_error", f"internal error: {type(exc).__name__}", _CLOSE_INTERNAL)

@@ -147,6 +147,9 @@ async def raw_session(url: str, messages: list[Any], *, subprotocols: list[str] 
                                   max_size=None) as ws:
         try:
             for message in messages:
+                if isinstance(message, float):  # a pause in sending
+                    await asyncio.sleep(message)
+                    continue
                 await ws.send(json.dumps(message) if isinstance(message, dict) else message)
         except websockets.ConnectionClosed:
             pass
@@ -305,3 +308,52 @@ def test_audio_over_the_session_limit_closes(tiny_engine: Loaded, clip_audio: An
         assert close_code == 4400
         good = asyncio.run(run_sdk_session(base, clip_audio("beckett.wav")[: 16000 * 1], realtime=False))
         assert not good.errors
+
+
+class _FailingEngine:
+    """The real tiny.en engine whose sessions raise once 1.6 s of audio were fed (an engine bug).
+
+    Wraps `engines/realtime/whisper-streaming/engine.py`'s StreamingEngine as of this commit: every
+    other attribute and call goes to it, so the server sees a real engine until the fault fires.
+    """
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def open_session(self, language: Any = None, turn: Any = None) -> Any:
+        session = self._engine.open_session(language, turn)
+        fed = {"samples": 0}
+        real_accept = session.accept
+
+        def accept(audio: Any) -> Any:
+            fed["samples"] += len(audio)
+            if fed["samples"] > 1.6 * 16000:
+                raise RuntimeError("injected engine fault")
+            return real_accept(audio)
+
+        session.accept = accept
+        return session
+
+
+def test_engine_failure_mid_item(tiny_engine: Loaded, clip_audio: Any) -> None:
+    """The open item gets `…transcription.failed`, then `internal_error` and close 4500; the server lives on."""
+    from dalston.engine_sdk import StreamingEngine
+
+    state = server_state(tiny_engine)
+    real = state.engine
+    StreamingEngine.register(_FailingEngine)  # the server checks isinstance(engine, StreamingEngine)
+    state.engine = _FailingEngine(real)  # type: ignore[assignment]
+    with serve_state(state) as base:
+        events, close_code, _ = asyncio.run(raw_session(ws_url(base), [
+            {**UPDATE, "session": {"type": "transcription", "audio": {"input": {"transcription": {"language": "en"}}}}},
+            *speech(clip_audio, 4.0)[:15], 2.0, *speech(clip_audio, 4.0)[15:]], until_sentinel=False))
+        kinds = [e["type"] for e in events]
+        assert "input_audio_buffer.speech_started" in kinds, kinds
+        assert kinds[-2:] == ["conversation.item.input_audio_transcription.failed", "error"], events[-2:]
+        assert events[-1]["error"]["code"] == "internal_error" and close_code == 4500
+        state.engine = real
+        good = asyncio.run(run_sdk_session(base, clip_audio("beckett.wav")[: 16000 * 3], realtime=False))
+        assert assets.normalize_words(good.text)[:2] == ["ever", "tried"]
