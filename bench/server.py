@@ -3,6 +3,7 @@
     python bench/server.py --quick                          # whisper-base, ~5 min on 2 cores
     python bench/server.py                                  # full: more samples, both clips in throughput
     python bench/server.py --quick --variant whisper-tiny-en   # smoke run on the small test model
+    python bench/server.py --quick --no-peer --vad-ab       # + the same server with vad_filter=false
 
 Three systems, the same weights (the variant's exact pinned files, laid out by
 `tests.fixtures.assets.model_dir_for`), the same clips (beckett ~10 s, two_cities ~44 s) and the
@@ -512,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None, help="bursts per system and level (default 1 quick / 2 full)")
     parser.add_argument("--peer-venv", type=Path, default=Path(tempfile.gettempdir()) / "peer-venv")
     parser.add_argument("--no-peer", action="store_true")
+    parser.add_argument("--vad-ab", action="store_true",
+                        help="also time the same dalston server with vad_filter=false (VAD cost; target <= 1.05)")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (server logs, peer config)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "server.json")
     args = parser.parse_args(argv)
@@ -557,6 +560,9 @@ def main(argv: list[str] | None = None) -> int:
         lang_field = {"language": language} if language else {}
         systems: list[Any] = [raw, HttpSystem("dalston", dalston.url, lambda c: {"model": args.variant, **lang_field},
                                               {"Authorization": f"Bearer {KEY}"})]
+        if args.vad_ab:  # the same server and decode, VAD off per request: what VAD-on-by-default costs
+            systems.append(HttpSystem("dalston-novad", dalston.url, lambda c: {
+                "model": args.variant, "vad_filter": "false", **lang_field}, {"Authorization": f"Bearer {KEY}"}))
         if peer_proc is not None:
             peer_proc.wait_http("/health", 300)
             systems.append(HttpSystem("peer", peer_proc.url, lambda c: {
@@ -593,7 +599,13 @@ def main(argv: list[str] | None = None) -> int:
         "latency": latency, "throughput": throughput,
     }
     result["met"] = verdicts(result)
+    if args.vad_ab:
+        result["vad_ab"] = {c: {"dalston/dalston-novad": row["systems"]["dalston"]["median_s"]
+                                / row["systems"]["dalston-novad"]["median_s"], "target_max": 1.05}
+                            for c, row in latency.items()}
     print_tables(result)
+    for clip_name, row in result.get("vad_ab", {}).items():
+        print(f"VAD on/off latency {clip_name}: {row['dalston/dalston-novad']:.3f} (target <= 1.05)")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output}")

@@ -138,16 +138,24 @@ class WhisperStreaming(_Strict):
 
     policy: Literal["local-agreement"] = "local-agreement"
     min_chunk_ms: int = Field(1000, ge=100, description="decode the buffer at most this often")
-    min_chunk_floor_ms: int | None = Field(None, ge=100, description="adaptive step: re-decode as often as "
-                                           "this when decodes are fast, up to min_chunk_ms when they are slow")
     max_buffer_seconds: float = Field(15.0, gt=1, le=30, description="trim the buffer beyond this")
 
-    @model_validator(mode="after")
-    def _floor_below_step(self) -> WhisperStreaming:
-        if self.min_chunk_floor_ms is not None and self.min_chunk_floor_ms > self.min_chunk_ms:
-            raise ValueError(f"min_chunk_floor_ms ({self.min_chunk_floor_ms}) must not exceed min_chunk_ms "
-                             f"({self.min_chunk_ms})")
-        return self
+
+class VadSettings(_Strict):
+    """Silero VAD (shipped in faster-whisper) settings; every request may override each one."""
+
+    threshold: float = Field(0.5, gt=0, lt=1, description="speech probability above which a frame is speech")
+    min_silence_duration_ms: int = Field(160, ge=0, le=60000, description="silence this long ends a speech chunk")
+    speech_pad_ms: int = Field(400, ge=0, le=5000, description="kept on each side of a speech chunk")
+
+
+class WhisperGuards(_Strict):
+    """faster-whisper's checks against invented text; null disables a threshold. Overridable per request."""
+
+    no_speech_threshold: float | None = Field(0.6, ge=0, le=1, description="skip a window this likely silent...")
+    log_prob_threshold: float | None = Field(-1.0, le=0, description="...whose tokens are this unlikely")
+    compression_ratio_threshold: float | None = Field(2.4, gt=0, description="retry hotter above (repetition)")
+    condition_on_previous_text: bool = Field(True, description="prompt each window with the previous text")
 
 
 class FasterWhisperRuntime(_Strict):
@@ -158,7 +166,9 @@ class FasterWhisperRuntime(_Strict):
     compute_type_cpu: Ct2ComputeType = "int8"
     beam_size: int = Field(5, ge=1, le=16)
     batch_size: int = Field(8, ge=1, le=128, description="BatchedInferencePipeline batch size; 1 disables it")
-    vad_filter: bool = False
+    vad_filter: bool = Field(False, description="decode only what the VAD calls speech (silence gives no text)")
+    vad: VadSettings = VadSettings()
+    guards: WhisperGuards = WhisperGuards()
     streaming: WhisperStreaming | None = None
 
 
@@ -188,6 +198,9 @@ class NemoRuntime(_Strict):
     batch_size: int = Field(8, ge=1, le=256)
     local_attention_above_seconds: float | None = Field(None, gt=0, description="switch to local attention beyond")
     local_attention_context: list[int] | None = Field(None, min_length=2, max_length=2)
+    vad_filter: bool = Field(False, description="drop words outside VAD speech (silence gives no text)")
+    vad: VadSettings = VadSettings()
+    hotwords_alpha: float = Field(1.0, gt=0, le=10, description="weight of the hotwords boosting tree")
     streaming: NemoStreaming | None = None
 
 

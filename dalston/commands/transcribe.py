@@ -11,7 +11,23 @@ import logging
 import sys
 from pathlib import Path
 
-from dalston.formats import RESPONSE_FORMATS
+from collections.abc import Callable
+
+from dalston.formats import RESPONSE_FORMATS, WORD_TIMED_FORMATS
+from dalston.segmenting import CueLimits
+
+
+def _bounded(kind: Callable[[str], float], low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{raw}' is not a {kind.__name__}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{raw} is not between {low:g} and {high:g}")
+        return value
+
+    return parse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -22,6 +38,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     parser.add_argument("--prompt", default=None, help="initial prompt (spelling of names, style)")
     parser.add_argument("--word-timestamps", action="store_true", help="words in verbose_json")
+    parser.add_argument("--hotwords", default=None, help="vocabulary to bias decoding towards (names, terms)")
+    parser.add_argument("--vad", dest="vad_filter", action=argparse.BooleanOptionalAction, default=None,
+                        help="decode only detected speech (default: the variant's runtime.vad_filter)")
+    limits = CueLimits()
+    parser.add_argument("--max-line-width", type=_bounded(int, 10, 200), default=limits.max_line_width,
+                        help=f"srt/vtt: characters per line (default {limits.max_line_width})")
+    parser.add_argument("--max-line-count", type=_bounded(int, 1, 10), default=limits.max_line_count,
+                        help=f"srt/vtt: lines per cue (default {limits.max_line_count})")
+    parser.add_argument("--max-cue-seconds", type=_bounded(float, 1.0, 60.0), default=limits.max_cue_seconds,
+                        help=f"srt/vtt: seconds per cue (default {limits.max_cue_seconds:g})")
     parser.add_argument("--engines-dir", type=Path, default=None)
     parser.add_argument("--model-dir", default=None, help="root of weights dirs (default $DALSTON_MODEL_DIR)")
     parser.add_argument("--output", "-o", type=Path, default=None, help="write here instead of stdout")
@@ -66,13 +92,16 @@ def run(args: argparse.Namespace) -> int:
     except (WeightsError, EngineLoadError) as exc:
         return _fail(str(exc))
     options = TranscribeOptions(language=args.language, task=args.task, prompt=args.prompt,  # type: ignore[arg-type]
-                                word_timestamps=args.word_timestamps)
+                                word_timestamps=args.word_timestamps or args.response_format in WORD_TIMED_FORMATS,
+                                hotwords=args.hotwords, vad_filter=args.vad_filter)
     try:
         transcript = engine.transcribe(audio.samples, options)
     except UnsupportedOption as exc:
         return _fail(exc.message, 2)
     granularities = ("segment", "word") if args.word_timestamps else ("segment",)
-    body, _ = render(transcript, args.response_format, task=args.task, granularities=granularities)
+    limits = CueLimits(max_line_width=int(args.max_line_width), max_line_count=int(args.max_line_count),
+                       max_cue_seconds=float(args.max_cue_seconds))
+    body, _ = render(transcript, args.response_format, task=args.task, granularities=granularities, cue_limits=limits)
     if args.output:
         args.output.write_text(body if body.endswith("\n") else body + "\n", encoding="utf-8")
     else:

@@ -30,6 +30,11 @@ class Segment:
     avg_logprob: float | None = None
     no_speech_prob: float | None = None
     words: tuple[Word, ...] = ()
+    # Decoder facts OpenAI's verbose_json reports per segment; None/() where a family has no such thing.
+    seek: int = 0
+    tokens: tuple[int, ...] = ()
+    temperature: float | None = None
+    compression_ratio: float | None = None
 
 
 @dataclass(frozen=True)
@@ -57,4 +62,15 @@ class TranscribeOptions:
     temperature: float = 0.0
     word_timestamps: bool = False
     beam_size: int | None = None
+    # Voice activity detection (Silero for Whisper, gating for Parakeet); None = the variant's YAML.
     vad_filter: bool | None = None
+    vad_threshold: float | None = None
+    min_silence_duration_ms: int | None = None
+    speech_pad_ms: int | None = None
+    # Whisper's guards against invented text; None = the variant's `runtime.guards`.
+    no_speech_threshold: float | None = None
+    log_prob_threshold: float | None = None
+    compression_ratio_threshold: float | None = None
+    condition_on_previous_text: bool | None = None
+    #: Vocabulary to bias decoding towards (not the OpenAI `prompt`, which stays Whisper's initial prompt).
+    hotwords: str | None = None

@@ -42,8 +42,12 @@ def load_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str, str]:
 def to_segment(index: int, segment: Any) -> Segment:
     """A faster-whisper segment -> dalston Segment (text stripped, words kept with probabilities)."""
     words = tuple(Word(float(w.start), float(w.end), w.word, float(w.probability)) for w in (segment.words or ()))
+    temperature = getattr(segment, "temperature", None)
     return Segment(index, float(segment.start), float(segment.end), segment.text.strip(),
-                   float(segment.avg_logprob), float(segment.no_speech_prob), words)
+                   float(segment.avg_logprob), float(segment.no_speech_prob), words, seek=int(segment.seek),
+                   tokens=tuple(int(t) for t in segment.tokens),
+                   temperature=None if temperature is None else float(temperature),
+                   compression_ratio=float(segment.compression_ratio))
 
 
 def to_segments(segments: Iterable[Any]) -> tuple[Segment, ...]:

@@ -11,23 +11,19 @@ NeMo and torch are imported inside functions: this module is importable without 
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from dalston import segmenting
 from dalston.engine_sdk.types import Segment, Word
 from dalston.spec import EngineSpec
 
 log = logging.getLogger("dalston.nemo")
-
-#: Split a transcript into segments at sentence ends, at pauses, and before segments get too long for
-#: a subtitle line; NeMo's own segments only split at punctuation, which lower-case models never emit.
-SEGMENT_MAX_SECONDS = 15.0
-SEGMENT_MAX_WORDS = 40
-SEGMENT_GAP_SECONDS = 1.0
-_SENTENCE_END = re.compile(r"[.?!]['\"”’)]*$")
 
 
 class NemoLoadError(RuntimeError):
@@ -127,6 +123,41 @@ def select_decoder(model: Any, decoder: str, *, model_file: str, timestamps: boo
         model.change_decoding_strategy(cfg, verbose=False)
 
 
+def hotword_phrases(hotwords: str) -> list[str]:
+    """'Dalston, Parakeet\nNeMo' -> ['Dalston', 'Parakeet', 'NeMo']: phrases are comma/line separated."""
+    return [p.strip() for p in re.split(r"[,\n;]", hotwords) if p.strip()]
+
+
+@contextlib.contextmanager
+def boosted(model: Any, decoder: str, phrases: Sequence[str], alpha: float) -> Iterator[None]:
+    """Decode with NeMo's phrase boosting tree (GPU-PB; it runs on CPU too) for `phrases`, then restore.
+
+    NeMo 3.0.0 builds the tree from `greedy.boosting_tree.key_phrases_list` for greedy TDT, RNNT and
+    CTC decoding (`rnnt_decoding.py`, `ctc_decoding.py`); the model-wide decoding strategy is switched,
+    so only the thread that owns the model (the batcher's dispatcher) may call this.
+    """
+    from omegaconf import open_dict
+
+    hybrid_ctc = decoder == "ctc" and "aux_ctc" in model.cfg
+    original = copy.deepcopy(model.cfg.aux_ctc.decoding if hybrid_ctc else model.cfg.decoding)
+    cfg = copy.deepcopy(original)
+    with open_dict(cfg):
+        cfg.greedy.boosting_tree = {"key_phrases_list": list(phrases), "use_triton": False}
+        cfg.greedy.boosting_tree_alpha = alpha
+    _change(model, cfg, decoder, hybrid_ctc)
+    try:
+        yield
+    finally:
+        _change(model, original, decoder, hybrid_ctc)
+
+
+def _change(model: Any, cfg: Any, decoder: str, hybrid_ctc: bool) -> None:
+    if "aux_ctc" in model.cfg:
+        model.change_decoding_strategy(decoding_cfg=cfg, decoder_type="ctc" if hybrid_ctc else "rnnt", verbose=False)
+    else:
+        model.change_decoding_strategy(cfg, verbose=False)
+
+
 def _seconds(value: Any) -> float:
     return round(float(value), 3)
 
@@ -201,26 +232,8 @@ def _raw_text(hypothesis: Any) -> str:
 
 
 def segments_from_words(words: Sequence[Word]) -> tuple[Segment, ...]:
-    """Group words into segments at sentence ends, pauses >= SEGMENT_GAP_SECONDS, and length limits."""
-    segments: list[Segment] = []
-    current: list[Word] = []
-
-    def close() -> None:
-        if current:
-            segments.append(Segment(len(segments), current[0].start, current[-1].end,
-                                    " ".join(w.word for w in current), words=tuple(current)))
-            current.clear()
-
-    for word in words:
-        if current and (word.start - current[-1].end >= SEGMENT_GAP_SECONDS
-                        or word.end - current[0].start > SEGMENT_MAX_SECONDS
-                        or len(current) >= SEGMENT_MAX_WORDS):
-            close()
-        current.append(word)
-        if _SENTENCE_END.search(word.word):
-            close()
-    close()
-    return tuple(segments)
+    """Sentence segments (<= 30 s), cut the same way for every family (`dalston.segmenting`)."""
+    return segmenting.segments_from_words(words)
 
 
 def join_words(words: Iterable[Word]) -> str:

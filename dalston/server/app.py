@@ -35,6 +35,7 @@ from dalston.model_card import card_fields
 from dalston.models import ModelNotFound
 from dalston.server.errors import ApiError, openai_error
 from dalston.server.metrics import CONTENT_TYPE
+from dalston.server.params import parse_quality
 from dalston.server.realtime import realtime_routes
 from dalston.server.state import ServerState
 
@@ -313,7 +314,8 @@ async def _audio_request(request: Request, task: str) -> Response:
             started = time.perf_counter()
             transcript = await _run(loop, state, lambda: state.engine.transcribe(audio.samples, params.options))
             state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
-    body, media_type = formats.render(transcript, params.response_format, task=task, granularities=params.granularities)
+    body, media_type = formats.render(transcript, params.response_format, task=task, granularities=params.granularities,
+                                      cue_limits=params.quality.cue_limits)
     return Response(body, media_type=media_type)
 
 
@@ -345,12 +347,12 @@ async def _run(loop: asyncio.AbstractEventLoop, state: ServerState, call: Callab
 
 
 class _Params:
-    __slots__ = ("options", "response_format", "granularities", "stream")
+    __slots__ = ("options", "response_format", "granularities", "stream", "quality")
 
     def __init__(self, options: TranscribeOptions, response_format: str, granularities: tuple[str, ...],
-                 stream: bool) -> None:
-        self.options, self.response_format, self.granularities, self.stream = (
-            options, response_format, granularities, stream)
+                 stream: bool, quality: Any) -> None:
+        self.options, self.response_format, self.granularities, self.stream, self.quality = (
+            options, response_format, granularities, stream, quality)
 
 
 def _text_field(form: FormData, name: str) -> str | None:
@@ -423,9 +425,11 @@ def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
         raise ApiError(400, f"{spec.id} cannot translate (capabilities.translation is false); use "
                             f"/v1/audio/transcriptions", "unsupported_option", param="model")
 
+    quality = parse_quality(form, response_format)  # dalston extensions: VAD, guards, hotwords, cue limits
     options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,  # type: ignore[arg-type]
-                                temperature=temperature, word_timestamps="word" in granularities)
-    return _Params(options, response_format, granularities or ("segment",), stream)
+                                temperature=temperature, word_timestamps="word" in granularities or quality.needs_words,
+                                **quality.options)
+    return _Params(options, response_format, granularities or ("segment",), stream, quality)
 
 
 # ------------------------------------------------------------------ prepare stage

@@ -214,3 +214,42 @@ def test_ctc_words_are_the_words_of_the_text(load_variant, pieces: list[str]) ->
     words = hypothesis_words(hyp)
     assert [w.word for w in words] == hyp.text.split(), (hyp.text, nemo_words)
     assert all(a.end <= b.start + 1e-6 or a.start <= b.start for a, b in zip(words, words[1:]))
+
+
+@pytest.mark.parametrize("signal", ["silence", "tone_440hz", "white_noise"])
+def test_non_speech_gives_an_empty_transcript(load_variant, signal: str) -> None:
+    """VAD gating (runtime.vad_filter): no speech found, nothing decoded, nothing invented."""
+    from tests.fixtures import noise
+
+    transcript = load_variant("parakeet-tiny-tdt").transcribe(noise.NON_SPEECH[signal](), EN)
+    assert transcript.text == "" and transcript.segments == ()
+
+
+def test_speech_around_a_long_silence_adds_no_words_in_it(load_variant, clip) -> None:
+    """The tiny model knows beckett only as recorded, so its words on the spliced clip are not checked,
+    only that none is placed in the silence (the whisper tests check the words themselves)."""
+    from tests.fixtures import noise
+
+    engine = load_variant("parakeet-tiny-tdt")
+    audio, gap_start, gap_end = noise.speech_with_gap("beckett", 20.0)
+    transcript = engine.transcribe(audio, EN)
+    assert transcript.words and transcript.text == " ".join(w.word for w in transcript.words)
+    assert not [w for w in transcript.words if w.start > gap_start + 0.5 and w.end < gap_end - 0.5]
+    ungated = engine.transcribe(noise.silence(30.0), TranscribeOptions(language="en", vad_filter=False))
+    print(f"parakeet_tiny on 30 s of silence without VAD: {ungated.text!r}")
+
+
+@pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
+def test_hotwords_switch_in_nemos_boosting_tree_for_that_request_only(load_variant, clip, variant_id: str) -> None:
+    """NeMo 3.0.0 boosts phrases for greedy TDT and CTC decoding: the decode changes (towards the hinted
+    words for TDT), and the next request without hotwords decodes exactly as before (decoder restored)."""
+    engine = load_variant(variant_id)
+    audio = clip("two_cities")[: 10 * SAMPLE_RATE]
+    plain = engine.transcribe(audio, EN)
+    hinted = engine.transcribe(audio, TranscribeOptions(language="en", hotwords="Fail better, matter"))
+    print(f"{variant_id} plain={plain.text!r} hinted={hinted.text!r}")
+    assert hinted.text != plain.text
+    if variant_id == "parakeet-tiny-tdt":  # the tiny CTC head is too weak to spell the phrase; it only changes
+        assert hinted.text.count("matter") + hinted.text.count("better") > \
+            plain.text.count("matter") + plain.text.count("better")
+    assert engine.transcribe(audio, EN) == plain

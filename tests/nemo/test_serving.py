@@ -62,7 +62,7 @@ def test_verbose_json_with_words_and_segments(client: httpx.Client) -> None:
     response = post(client, response_format="verbose_json", **{"timestamp_granularities[]": ["word", "segment"]})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["language"] == "en" and body["duration"] == pytest.approx(159414 / SAMPLE_RATE, abs=0.01)
+    assert body["language"] == "english" and body["duration"] == pytest.approx(159414 / SAMPLE_RATE, abs=0.01)
     assert [s["text"].strip() for s in body["segments"]] == list(nemo_models.PHRASES)
     assert words_of(" ".join(w["word"] for w in body["words"])) == target_words()
     starts = [w["start"] for w in body["words"]]

@@ -12,11 +12,19 @@ to `rel_pos_local_attn` (window `runtime.local_attention_context`) and conv-subs
 which is how NVIDIA runs Parakeet on hours of audio; the model is switched back afterwards.
 
 Word timestamps come from the decoder (TDT durations / RNNT emission frames / CTC spikes), and
-segments are cut from the words at sentence ends and pauses (see `dalston.runtimes.nemo`).
+segments are cut from the words at sentence ends (`dalston.segmenting`, as for every family).
+
+Silence: with `runtime.vad_filter` (overridable per request) the Silero VAD finds the speech first
+(`dalston.speech_regions`); audio with none is not decoded, and words outside every speech region are
+dropped, so silence and noise give an empty transcript instead of whatever a transducer emits there.
+
+Hotwords: NeMo's phrase boosting tree is a property of the model's decoder, so requests with hotwords
+are decoded in their own call with the tree switched in (`nemo_rt.boosted`), then the decoder is restored.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from dalston import segmenting, speech_regions
 from dalston.engine_sdk import (
     SAMPLE_RATE,
     Engine,
@@ -46,6 +55,8 @@ _MIN_SAMPLES = SAMPLE_RATE // 10
 class _Request:
     audio: np.ndarray
     language: str | None
+    speech: tuple[tuple[float, float], ...] | None = None  # VAD speech regions (s); None = VAD off
+    hotwords: tuple[str, ...] = ()  # phrases to boost (NeMo's boosting tree); () = plain decoding
 
 
 class ParakeetEngine(Engine):
@@ -81,10 +92,16 @@ class ParakeetEngine(Engine):
             raise UnsupportedOption("language", f"{self.spec.id} supports language(s) "
                                                 f"{', '.join(self.spec.capabilities.languages)}, not '{options.language}'")
         audio = np.ascontiguousarray(audio, dtype=np.float32).reshape(-1)
+        empty = Transcript("", self._language(options.language), len(audio) / SAMPLE_RATE, ())
         if len(audio) < _MIN_SAMPLES:
-            return Transcript("", self._language(options.language), len(audio) / SAMPLE_RATE, ())
+            return empty
+        vad = speech_regions.requested(self.spec.runtime.vad_filter, self.spec.runtime.vad, options)
+        speech = None if vad is None else tuple(speech_regions.speech_regions(audio, vad))
+        if speech == ():
+            return empty  # nothing spoken: nothing to decode, nothing to invent
         assert self.batcher is not None, "load() first"
-        return self.batcher.submit(_Request(audio, options.language))
+        hotwords = tuple(nemo_rt.hotword_phrases(options.hotwords or ""))
+        return self.batcher.submit(_Request(audio, options.language, speech, hotwords))
 
     def _language(self, requested: str | None) -> str:
         return requested or self.spec.capabilities.languages[0]
@@ -95,18 +112,25 @@ class ParakeetEngine(Engine):
 
     # ------------------------------------------------------------------ the dispatcher thread only
     def _transcribe_batch(self, requests: Sequence[_Request]) -> list[Transcript]:
-        """One model call for the short requests together, one call each for the long ones."""
+        """One model call for the short requests together, one call each for the long ones.
+
+        Requests with hotwords are decoded in their own call with NeMo's boosting tree switched in.
+        """
         results: dict[int, Transcript] = {}
-        short = [i for i, r in enumerate(requests) if not self._is_long(r.audio)]
-        if short:
-            started = time.monotonic()
-            hyps = self._decode([requests[i].audio for i in short])
-            for i, hyp in zip(short, hyps):
-                results[i] = self._to_transcript(hyp, requests[i])
-            log.debug("parakeet_batch size=%d seconds=%.3f", len(short), time.monotonic() - started)
-        for i, request in enumerate(requests):
-            if i not in results:
-                results[i] = self._to_transcript(self._decode_long(request.audio), request)
+        for hotwords in dict.fromkeys(r.hotwords for r in requests):  # one decoder per set of hotwords
+            group = [i for i, r in enumerate(requests) if r.hotwords == hotwords]
+            with (nemo_rt.boosted(self.model, self.decoder, hotwords, self.spec.runtime.hotwords_alpha)
+                  if hotwords else contextlib.nullcontext()):
+                short = [i for i in group if not self._is_long(requests[i].audio)]
+                if short:
+                    started = time.monotonic()
+                    hyps = self._decode([requests[i].audio for i in short])
+                    for i, hyp in zip(short, hyps):
+                        results[i] = self._to_transcript(hyp, requests[i])
+                    log.debug("parakeet_batch size=%d seconds=%.3f", len(short), time.monotonic() - started)
+                for i in group:
+                    if i not in results:
+                        results[i] = self._to_transcript(self._decode_long(requests[i].audio), requests[i])
         return [results[i] for i in range(len(requests))]
 
     def _decode(self, audios: list[np.ndarray]) -> list[Any]:
@@ -150,7 +174,9 @@ class ParakeetEngine(Engine):
     def _to_transcript(self, hyp: Any, request: _Request) -> Transcript:
         duration = len(request.audio) / SAMPLE_RATE
         words = nemo_rt.hypothesis_words(hyp, duration=duration)
-        segments = nemo_rt.segments_from_words(words)
+        if request.speech is not None:
+            words = [w for w in words if speech_regions.inside(w.start, w.end, list(request.speech))]
+        segments = segmenting.segments_from_words(words)
         text = nemo_rt.join_words(words)  # the text IS its words, for every decoder head
         return Transcript(text, self._language(request.language), duration, segments)
 
