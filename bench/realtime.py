@@ -4,6 +4,8 @@
     python bench/realtime.py --variants whisper-streaming-base --clips beckett.wav
     python bench/realtime.py --whisperlivekit /path/to/venv/bin/wlk   # also run WhisperLiveKit
     python bench/realtime.py --protocol openai   # + the OpenAI Realtime protocol, side by side with native
+    python bench/realtime.py --sweep      # parakeet-streaming: 1..16 sessions, serialised vs batched steps
+                                          # (tiny model + full-size twins; see bench/realtime_sweep.py)
 
 For every variant a real `dalston serve VARIANT` process is started on its real pinned weights
 (`tests.fixtures.assets.model_dir_for`), and every clip is streamed to `/v1/realtime` as pcm16 in
@@ -344,6 +346,11 @@ def summarize(run: Run, chunk_s: float, words: list[tuple[float, float]], batch:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if "--sweep" in argv:  # parakeet-streaming sessions sweep (bench/realtime_sweep.py)
+        import realtime_sweep
+
+        return realtime_sweep.main([a for a in argv if a != "--sweep"])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variants", default="whisper-streaming-tiny-en,whisper-streaming-base")
     parser.add_argument("--clips", default="beckett.wav,two_cities.wav")

@@ -138,7 +138,16 @@ class WhisperStreaming(_Strict):
 
     policy: Literal["local-agreement"] = "local-agreement"
     min_chunk_ms: int = Field(1000, ge=100, description="decode the buffer at most this often")
+    min_chunk_floor_ms: int | None = Field(None, ge=100, description="adaptive step: re-decode as often as "
+                                           "this when decodes are fast, up to min_chunk_ms when they are slow")
     max_buffer_seconds: float = Field(15.0, gt=1, le=30, description="trim the buffer beyond this")
+
+    @model_validator(mode="after")
+    def _floor_below_step(self) -> WhisperStreaming:
+        if self.min_chunk_floor_ms is not None and self.min_chunk_floor_ms > self.min_chunk_ms:
+            raise ValueError(f"min_chunk_floor_ms ({self.min_chunk_floor_ms}) must not exceed min_chunk_ms "
+                             f"({self.min_chunk_ms})")
+        return self
 
 
 class VadSettings(_Strict):

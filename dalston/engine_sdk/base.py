@@ -10,7 +10,7 @@ size-specific comes from `spec.runtime`: family code never names a model size.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -79,6 +79,14 @@ class StreamingSession(ABC):
 
 class StreamingEngine(Engine):
     """A family that also (or only) serves realtime sessions."""
+
+    #: Set by the server: called with the number of sessions in each batched model step (feeds the
+    #: `dalston_realtime_batch_size` histogram). Families that batch sessions call `observe_batch`.
+    batch_observer: Callable[[int], None] | None = None
+
+    def observe_batch(self, size: int) -> None:
+        if self.batch_observer is not None:
+            self.batch_observer(size)
 
     @abstractmethod
     def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:

@@ -27,6 +27,9 @@ class ServerMetrics:
         in_flight_gauge.set_function(in_flight)
         queued_gauge = Gauge("dalston_queued", "requests waiting for an inference slot", registry=self.registry)
         queued_gauge.set_function(queued)
+        self.realtime_batch_size = Histogram(
+            "dalston_realtime_batch_size", "realtime sessions served by one batched model step",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 64), registry=self.registry)
         info = Gauge("dalston_engine_info", "the variant this server runs (value 1)", list(labels),
                      registry=self.registry)
         info.labels(**labels).set(1)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from dalston.auth import KeyStore
 from dalston.catalog import CatalogEntry
-from dalston.engine_sdk import Engine, create_engine
+from dalston.engine_sdk import Engine, StreamingEngine, create_engine
 from dalston.models import ModelRegistry
 from dalston.server.limits import InferenceGate, Limits
 from dalston.server.metrics import ServerMetrics
@@ -47,6 +47,8 @@ class ServerState:
     def __post_init__(self) -> None:
         self.gate = InferenceGate(self.limits)
         self.metrics = ServerMetrics(self.spec.id, lambda: self.gate.in_flight, lambda: self.gate.queued)
+        if isinstance(self.engine, StreamingEngine):
+            self.engine.batch_observer = self.metrics.realtime_batch_size.observe
         # decode + inference workers; the gate, not the pool, bounds how many run
         self.executor = ThreadPoolExecutor(max_workers=self.limits.max_concurrency + 1, thread_name_prefix="infer")
 

@@ -36,6 +36,7 @@ the buffer reaches `max_buffer_s`, so trimming keeps every decode within Whisper
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
@@ -82,7 +83,9 @@ def common_prefix(a: Sequence[Word], b: Sequence[Word]) -> int:
 
 @dataclass(frozen=True)
 class PolicyConfig:
-    min_chunk_s: float = 1.0
+    min_chunk_s: float = 1.0  # re-decode after this much new speech (the longest step when adaptive)
+    min_chunk_floor_s: float | None = None  # adaptive: the shortest step, when decodes are fast
+    decode_share: float = 0.5  # adaptive: a session's re-decodes may take this share of wall time
     max_buffer_s: float = 15.0
     final_context_s: float = 6.0  # audio before the utterance that the final decode also sees
     preroll_s: float = 0.5  # lead-in audio kept before the VAD's speech start (soft onsets such as "In short")
@@ -126,6 +129,7 @@ class LocalAgreementSession(StreamingSession):
         self._history: list[str] = []  # final text, for the prompt
         self._last_partial = ""
         self._last_loud = 0  # stream position (samples) just after the last loud frame
+        self._decode_s: float | None = None  # recent re-decode wall time (moving average)
         self.decodes = 0
 
     # ------------------------------------------------------------------ public API
@@ -136,9 +140,25 @@ class LocalAgreementSession(StreamingSession):
         self._pending = data[whole:].copy()
         for i in range(0, whole, self._frame):
             events.extend(self._frame_in(data[i:i + self._frame]))
-        if self.vad.in_speech and self._since_decode >= self._min_chunk:
+        if self.vad.in_speech and self._since_decode >= self.step_samples():
             events.extend(self._step())
         return events
+
+    def step_samples(self) -> int:
+        """New speech (samples) that triggers the next re-decode.
+
+        Fixed at `min_chunk_s` unless `min_chunk_floor_s` is set. Then the step follows how long
+        re-decodes take now: `decode time / decode_share`, between the floor and `min_chunk_s`. On
+        an idle CPU a Whisper base re-decode takes ~0.2 s, so a word shows after about half a step
+        plus one decode (~0.4 s) instead of half of a fixed 1 s step plus one decode; when the CPU
+        is shared (other sessions, other jobs) decodes slow down and the step grows back towards
+        `min_chunk_s`, so the engine degrades to today's cadence instead of falling behind.
+        """
+        cfg = self.config
+        if cfg.min_chunk_floor_s is None or self._decode_s is None:
+            return self._min_chunk
+        seconds = min(cfg.min_chunk_s, max(cfg.min_chunk_floor_s, self._decode_s / cfg.decode_share))
+        return int(seconds * cfg.sample_rate)
 
     def finish(self) -> list[StreamEvent]:
         events: list[StreamEvent] = []
@@ -215,7 +235,11 @@ class LocalAgreementSession(StreamingSession):
         self.decodes += 1
         self._since_decode = 0
         offset = self._buffer_start
-        words = [replace(w, start=w.start + offset, end=w.end + offset) for w in self.decode(self._audio(), self._prompt())]
+        started = time.monotonic()
+        decoded = self.decode(self._audio(), self._prompt())
+        took = time.monotonic() - started
+        self._decode_s = took if self._decode_s is None else 0.5 * (self._decode_s + took)
+        words = [replace(w, start=w.start + offset, end=w.end + offset) for w in decoded]
         words = [w for w in words if w.start > self._last_committed_end - _DUP_TOLERANCE_S and normalize_word(w.word)]
         # The buffer still holds committed audio: drop a repeated tail of committed words (1..5-gram).
         if self._committed and words:

@@ -117,7 +117,7 @@ def test_cache_aware_session_matches_nemo_offline_simulation(load_variant, clip,
         reference = nemo_simulation_tokens(engine.model, audio)
     session = engine.open_session("en")
     run_session(session, audio)
-    assert [int(t) for t in session._hyp[0].y_sequence] == reference
+    assert [int(t) for t in session.hypothesis.y_sequence] == reference
     assert session.steps > 5
 
 

@@ -357,3 +357,20 @@ def test_engine_failure_mid_item(tiny_engine: Loaded, clip_audio: Any) -> None:
         state.engine = real
         good = asyncio.run(run_sdk_session(base, clip_audio("beckett.wav")[: 16000 * 3], realtime=False))
         assert assets.normalize_words(good.text)[:2] == ["ever", "tried"]
+
+
+def test_docs_sdk_example_runs(base_engine: Loaded, realtime_server: Any, clip_audio: Any,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    """The official-SDK example in docs/REALTIME.md, executed as written against whisper-streaming-base."""
+    import re
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "REALTIME.md").read_text()
+    section = doc[doc.index("### Example: the official `openai` Python SDK"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    namespace: dict[str, Any] = {}
+    exec(compile(code, "docs/REALTIME.md", "exec"), namespace)
+    base = realtime_server(base_engine)
+    asyncio.run(namespace["main"](resample_pcm16(clip_audio("beckett.wav"), 24000), base_url=base + "/v1"))
+    printed = capsys.readouterr().out
+    assert wer("beckett.wav", printed) <= 0.10, printed

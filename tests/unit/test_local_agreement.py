@@ -122,3 +122,50 @@ def test_a_long_backlog_still_trims_so_no_decode_exceeds_the_window() -> None:
     events = session.accept(np.concatenate([silence(0.5), tone(40.0, 0.3)])) + session.finish()
     assert max(decoder.calls) / SR <= 15.0 * 1.5 + 1.0 + 0.5 + 6.0, decoder.calls  # + min_chunk, preroll, context
     assert sum(1 for e in events if e.type == "transcript.final") >= 2
+
+
+class TimedDecoder(RegionDecoder):
+    """RegionDecoder that takes `seconds` of wall time per decode (a loaded or idle CPU)."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        import time
+
+        time.sleep(self.seconds)
+        return super().__call__(audio, prompt)
+
+
+def test_adaptive_step_follows_decode_time_between_floor_and_min_chunk() -> None:
+    """Fast decodes: re-decode every min_chunk_floor_s of speech; slow ones: back to min_chunk_s; finals unchanged."""
+    audio = np.concatenate([silence(0.5), tone(4.0, 0.3), silence(1.2)])
+    config = PolicyConfig(min_chunk_s=1.0, min_chunk_floor_s=0.3, decode_share=0.5)
+    fixed = RegionDecoder()
+    fixed_events = run(audio, PolicyConfig(min_chunk_s=1.0), fixed)
+    fast = TimedDecoder(0.0)
+    fast_events = run(audio, config, fast)
+    slow = TimedDecoder(0.6)  # 0.6 s / 0.5 share = 1.2 s, capped at min_chunk_s
+    slow_events = run(audio, config, slow)
+    finals = [[e["text"] for e in ev if e["type"] == "transcript.final"] for ev in (fixed_events, fast_events, slow_events)]
+    assert finals == [["alpha"]] * 3
+    assert len(fast.calls) >= 2 * len(fixed.calls) - 1, (fast.calls, fixed.calls)  # ~every 0.3 s instead of 1 s
+    assert len(slow.calls) == len(fixed.calls), (slow.calls, fixed.calls)
+    session = LocalAgreementSession(TimedDecoder(0.2), config)
+    assert session.step_samples() == SR  # before any decode: min_chunk_s
+    session._decode_s = 0.2
+    assert session.step_samples() == int(0.4 * SR)
+    session._decode_s = 0.05
+    assert session.step_samples() == int(0.3 * SR)
+
+
+def test_variant_floor_above_min_chunk_is_a_clear_error() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from dalston.spec import WhisperStreaming
+
+    with pytest.raises(ValidationError, match=r"min_chunk_floor_ms \(800\) must not exceed min_chunk_ms \(500\)"):
+        WhisperStreaming(min_chunk_ms=500, min_chunk_floor_ms=800)
+    assert WhisperStreaming(min_chunk_ms=1000, min_chunk_floor_ms=300).min_chunk_floor_ms == 300

@@ -138,7 +138,12 @@ def _load_streaming_family() -> Any:
 
 
 class _PositionDecoder:
-    """Stand-in engine: the audio's samples encode their stream index; reports a word every 0.5 s of stream time."""
+    """Stand-in engine: the audio's samples encode their stream index; reports a word every 0.5 s of stream time.
+
+    Models `ParakeetStreamingEngine.decode_session_window` (engines/realtime/parakeet-streaming/engine.py):
+    one window in, its words (seconds from the window start) out; the real one batches windows of
+    concurrent sessions, which does not change a session's words (tests/nemo/test_realtime_batching.py).
+    """
 
     def __init__(self, chunk_s: float, context_s: float) -> None:
         streaming = type("S", (), {"chunk_seconds": chunk_s, "context_seconds": context_s})
@@ -146,7 +151,7 @@ class _PositionDecoder:
         self.windows: list[tuple[float, float]] = []
         self.lock = threading.RLock()
 
-    def decode_window(self, audio: np.ndarray) -> list[Word]:
+    def decode_session_window(self, audio: np.ndarray) -> list[Word]:
         first = round(float(audio[0] - 0.5) * 1e5)  # stream sample index of audio[0]
         start, end = first / SR, (first + len(audio)) / SR
         self.windows.append((start, end))

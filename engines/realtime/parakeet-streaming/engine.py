@@ -16,17 +16,34 @@ Two modes, chosen by the variant's `runtime.streaming.mode`:
 
 Both feed stable words into `dalston.streaming.utterances.UtterancePolicy`, which adds energy-VAD
 speech start/end and emits partials and finals in stream-time order. Sessions share the loaded
-model and nothing else. Each session's `accept` / `finish` runs under one engine lock, so sessions
-take turns on the model: measured, with only the model calls locked, two sessions decoded in
-parallel threads occasionally emitted tokens one model step apart from what each emitted alone (the
-state involved was not isolated; fully serialised, 100% of runs matched). Decoding is most of the
-work, so this costs little; the server still accepts and queues audio for every session meanwhile.
+model and nothing else.
+
+Model work is batched across sessions (`dalston.runtimes.batching.MicroBatcher` with no wait window:
+one dispatcher thread per engine, at most `runtime.batch_size` sessions per step): every session with a chunk
+ready joins the next step, and ONE `conformer_stream_step` runs for all of them, with their encoder
+caches and decoder hypotheses stacked along the batch dimension and split back afterwards. Buffered
+windows of equal length are decoded in one `transcribe` call the same way. Model calls only ever
+run on the scheduler thread (or under `lock` for batch requests): NeMo's `cache_aware_stream_step`
+writes the per-call `drop_extra_pre_encoded` into the encoder's shared `streaming_cfg` and restores
+it afterwards, so two sessions stepping in parallel threads (one on its first chunk, which drops
+nothing, one on a later chunk) read each other's value; that race was the cause of the token
+divergence once seen with parallel sessions (docs/decisions/ADR-018-realtime-batching.md).
+
+Sessions at different positions share a step: a session's first chunk has no pre-encode cache and
+keeps all its subsampled frames, a later chunk carries `pre_encode_cache_size` cached feature
+frames and drops `drop_extra_pre_encoded` subsampled frames. So the step runs the pre-encode
+(subsampling) once per such input shape, exactly as NeMo would for that session alone, and feeds
+the equal-length results (R+1 encoder frames for a right context of R) to the conformer layers
+and the decoder together (`bypass_pre_encode`). A stream's shorter last chunk is right-padded and
+masked by its length.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +61,7 @@ from dalston.engine_sdk import (
     Word,
 )
 from dalston.runtimes import nemo as nemo_rt
+from dalston.runtimes.batching import MicroBatcher
 from dalston.streaming.features import IncrementalFeatures, streaming_preprocessor
 from dalston.streaming.utterances import UtterancePolicy
 from dalston.streaming.vad import VadConfig, vad_config_for
@@ -52,14 +70,40 @@ log = logging.getLogger("dalston.engines.parakeet_streaming")
 
 _WORD_START = "\u2581"  # sentencepiece marks the first piece of every word with this
 
+#: After the first request of a step arrives, wait this long for others. WHY: the sessions released by
+#: one step come back within milliseconds when they already hold their next chunk (an engine that fell
+#: behind); taken one by one, the first would run a step of its own and every other session would
+#: wait for it, so a backlogged engine would alternate steps of 1 and N-1. Small against any step.
+GATHER_S = 0.005
+
+
+@dataclass(frozen=True)
+class _Chunk:
+    """One session's next cache-aware step: its features and the state it continues from."""
+
+    signal: Any  # [n_mels, frames]: pre-encode cache frames + the chunk (torch, on the model device)
+    drop: int  # subsampled frames to drop after the pre-encode (0 on a stream's first chunk)
+    last: bool  # the stream's last chunk (keep every output frame)
+    cache: tuple[Any, Any, Any]  # cache_last_channel [L,1,C,D], cache_last_time [L,1,D,K], cache_last_channel_len [1]
+    hyp: Any  # the running Hypothesis, None before the first step
+
+
+@dataclass(frozen=True)
+class _ChunkOut:
+    cache: tuple[Any, Any, Any]
+    hyp: Any
+
 
 class ParakeetStreamingEngine(StreamingEngine):
     def __init__(self, spec: Any) -> None:
         super().__init__(spec)
         self.model: Any = None
         self.preprocessor: Any = None
-        # Re-entrant: a session holds it for a whole accept/finish, and the model calls inside take it too.
+        # Held around every model call (batched steps on the scheduler thread, batch transcribe requests).
         self.lock = threading.RLock()
+        self.batcher: MicroBatcher[Any, Any] | None = None
+        self._trim_outputs = False  # cache-aware: non-last chunks must be cut to valid_out_len
+        self.drop_extra = 0  # cache-aware: subsampled frames a later chunk drops (its pre-encode cache)
         streaming = spec.runtime.streaming
         self.mode = streaming.mode if streaming is not None else None
         self.frame_seconds = 0.0  # seconds per encoder output frame
@@ -81,6 +125,9 @@ class ParakeetStreamingEngine(StreamingEngine):
         self.frame_seconds = self.feature_seconds * self.subsampling
         if self.mode == "cache-aware":
             self._setup_cache_aware()
+        step = self._cache_aware_step if self.mode == "cache-aware" else self._window_step
+        self.batcher = MicroBatcher(step, max_batch=runtime.batch_size, window_s=GATHER_S,
+                                    name=f"realtime-batch-{self.spec.id}")
 
     def _setup_cache_aware(self) -> None:
         from nemo.collections.asr.parts.mixins.streaming import StreamingEncoder
@@ -106,9 +153,30 @@ class ParakeetStreamingEngine(StreamingEngine):
         except ValueError as exc:
             raise nemo_rt.NemoLoadError(f"{runtime.model_file}: {exc}") from None
         cfg = encoder.streaming_cfg
+        # read once: NeMo's own stream step rewrites this shared field per call (module docstring)
+        self.drop_extra = int(cfg.drop_extra_pre_encoded)
+        # Does a steady chunk encode to more frames than valid_out_len (chunked_limited_with_rc)? Then
+        # NeMo cuts non-last chunks and keeps all of the last one, and the two cannot share a step.
+        steady = self._pick(cfg.chunk_size, False) + self._pick(cfg.pre_encode_cache_size, False)
+        self._trim_outputs = cfg.valid_out_len > 0 and self._encoded_frames(steady, self.drop_extra) > \
+            cfg.valid_out_len
         log.info("parakeet_streaming_setup engine_id=%s mode=cache-aware att_context_size=%s chunk_frames=%s "
-                 "shift_frames=%s pre_encode_cache=%s", self.spec.id, wanted, cfg.chunk_size, cfg.shift_size,
-                 cfg.pre_encode_cache_size)
+                 "shift_frames=%s pre_encode_cache=%s max_batch=%d", self.spec.id, wanted, cfg.chunk_size,
+                 cfg.shift_size, cfg.pre_encode_cache_size, runtime.batch_size)
+
+    def _encoded_frames(self, feature_frames: int, drop: int) -> int:
+        import torch
+
+        n_mels = int(self.model.encoder._feat_in)
+        with self.lock, torch.inference_mode():
+            x = torch.zeros((1, n_mels, feature_frames), device=self.model.device)
+            return int(self._pre_encode(x, drop)[0].shape[1])
+
+    @staticmethod
+    def _pick(value: Any, first: bool) -> int:
+        if isinstance(value, (list, tuple)):
+            return int(value[0] if first else value[1])
+        return int(value)
 
     def describe(self) -> dict[str, str]:
         facts = {**super().describe(), "decoder": self.spec.runtime.decoder, "streaming": str(self.mode)}
@@ -138,6 +206,13 @@ class ParakeetStreamingEngine(StreamingEngine):
         hyp = (out[0] if isinstance(out, tuple) else out)[0]
         return nemo_rt.hypothesis_words(hyp, duration=len(audio) / SAMPLE_RATE)
 
+    def decode_session_window(self, audio: np.ndarray) -> list[Word]:
+        """A buffered session's window, decoded in one step with other sessions' windows of the same length."""
+        if len(audio) < SAMPLE_RATE // 10:
+            return []
+        assert self.batcher is not None
+        return self.batcher.submit(np.asarray(audio, dtype=np.float32))
+
     def set_timestamps(self, enabled: bool) -> None:
         """Offline decodes need NeMo's timestamp post-processing; cache-aware steps must not have it.
 
@@ -149,6 +224,98 @@ class ParakeetStreamingEngine(StreamingEngine):
             nemo_rt.select_decoder(self.model, self.spec.runtime.decoder, model_file=self.spec.runtime.model_file,
                                    timestamps=enabled)
             self._timestamps = enabled
+
+    # ------------------------------------------------------------------ batched model steps (scheduler thread)
+    def _pre_encode(self, signal: Any, drop: int) -> tuple[Any, Any]:
+        """[B, n_mels, T] features -> ([B, T', d_model], lengths): the encoder's subsampling, as NeMo's
+        `ConformerEncoder.forward_internal` runs it before the conformer layers, then the dropped frames."""
+        import torch
+
+        encoder = self.model.encoder
+        x = signal.transpose(1, 2)
+        lengths = torch.full((x.shape[0],), x.shape[1], dtype=torch.int64, device=x.device)
+        if isinstance(encoder.pre_encode, torch.nn.Linear):
+            return encoder.pre_encode(x), lengths
+        x, lengths = encoder.pre_encode(x=x, lengths=lengths)
+        lengths = lengths.to(torch.int64)
+        if drop > 0:
+            x = x[:, drop:, :]
+            lengths = (lengths - drop).clamp(min=0)
+        return x, lengths
+
+    def _cache_aware_step(self, chunks: Sequence[_Chunk]) -> list[_ChunkOut]:
+        """ONE conformer_stream_step for every session in `chunks` (see the module docstring).
+
+        Only an encoder whose chunks encode to more frames than it outputs (chunked_limited_with_rc)
+        needs two calls when last and non-last chunks meet: NeMo keeps all frames of a last chunk only.
+        """
+        if not self._trim_outputs or len({c.last for c in chunks}) == 1:
+            return self._cache_aware_call(chunks)
+        results: list[_ChunkOut | None] = [None] * len(chunks)
+        for last in (False, True):
+            members = [i for i, c in enumerate(chunks) if c.last == last]
+            for i, out in zip(members, self._cache_aware_call([chunks[i] for i in members])):
+                results[i] = out
+        return results  # type: ignore[return-value]
+
+    def _cache_aware_call(self, chunks: Sequence[_Chunk]) -> list[_ChunkOut]:
+        import torch
+
+        model = self.model
+        self.observe_batch(len(chunks))
+        with self.lock, torch.inference_mode():
+            self.set_timestamps(False)
+            # pre-encode per input shape (first chunk / later chunk / short last chunk)
+            embedded: list[Any] = [None] * len(chunks)
+            shapes: dict[tuple[int, int], list[int]] = {}
+            for i, chunk in enumerate(chunks):
+                shapes.setdefault((int(chunk.signal.shape[1]), chunk.drop), []).append(i)
+            for (_, drop), members in shapes.items():
+                x, lengths = self._pre_encode(torch.stack([chunks[i].signal for i in members]), drop)
+                for k, i in enumerate(members):
+                    embedded[i] = x[k, : int(lengths[k])]
+            lengths = torch.tensor([e.shape[0] for e in embedded], dtype=torch.int64, device=model.device)
+            signal = torch.nn.utils.rnn.pad_sequence(embedded, batch_first=True)
+            (_, _, c_channel, c_time, c_len, hyps) = model.conformer_stream_step(
+                processed_signal=signal, processed_signal_length=lengths,
+                cache_last_channel=torch.cat([c.cache[0] for c in chunks], dim=1),
+                cache_last_time=torch.cat([c.cache[1] for c in chunks], dim=1),
+                cache_last_channel_len=torch.cat([c.cache[2] for c in chunks], dim=0),
+                keep_all_outputs=all(c.last for c in chunks), previous_hypotheses=[c.hyp for c in chunks],
+                previous_pred_out=None, drop_extra_pre_encoded=None, return_transcription=True,
+                bypass_pre_encode=True)
+            # clones: a session's cache must not keep the whole batch's tensors alive
+            return [_ChunkOut((c_channel[:, i:i + 1].clone(), c_time[:, i:i + 1].clone(), c_len[i:i + 1].clone()),
+                              hyps[i]) for i in range(len(chunks))]
+
+    def _window_step(self, windows: Sequence[np.ndarray]) -> list[list[Word]]:
+        """Buffered sessions' windows: one offline `transcribe` call per window length.
+
+        WHY per length: stacking windows of different lengths pads the shorter ones, and padding
+        changes what the convolutions and the per-feature normalisation see, so a session's words
+        would depend on who it shared the step with. Steady-state windows all have one length
+        (`context_seconds`); only a stream's first and last windows are shorter.
+        """
+        results: list[list[Word] | None] = [None] * len(windows)
+        by_length: dict[int, list[int]] = {}
+        for i, window in enumerate(windows):
+            by_length.setdefault(len(window), []).append(i)
+        for members in by_length.values():
+            group = [windows[i] for i in members]
+            self.observe_batch(len(group))
+            for i, words in zip(members, self._transcribe_windows(group)):
+                results[i] = words
+        return results  # type: ignore[return-value]
+
+    def _transcribe_windows(self, windows: Sequence[np.ndarray]) -> list[list[Word]]:
+        import torch
+
+        with self.lock, torch.inference_mode():
+            self.set_timestamps(True)
+            out = self.model.transcribe(list(windows), batch_size=len(windows), return_hypotheses=True,
+                                        timestamps=True, verbose=False)
+        hyps = out[0] if isinstance(out, tuple) else out
+        return [nemo_rt.hypothesis_words(h, duration=len(w) / SAMPLE_RATE) for h, w in zip(hyps, windows)]
 
     # ------------------------------------------------------------------ realtime
     def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
@@ -206,31 +373,12 @@ class _WordBuilder:
         self.first_index += drop
 
 
-class _LockedSession(StreamingSession):
-    """Sessions of one engine take turns on the model: each call runs under the engine's lock.
+class CacheAwareSession(StreamingSession):
+    """One stream through a cache-aware encoder: its own feature buffer, encoder caches and hypothesis.
 
-    Subclasses implement `_accept` (given flat float32 audio) and `_finish`.
+    Each ready chunk is handed to the engine's batcher and this (worker) thread waits for the step
+    that runs it; everything else (features, VAD, events) runs here, in parallel with other sessions.
     """
-
-    engine: ParakeetStreamingEngine
-
-    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._accept(np.asarray(audio, dtype=np.float32).reshape(-1))
-
-    def finish(self) -> list[StreamEvent]:
-        with self.engine.lock:
-            return self._finish()
-
-    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
-        raise NotImplementedError
-
-    def _finish(self) -> list[StreamEvent]:
-        raise NotImplementedError
-
-
-class CacheAwareSession(_LockedSession):
-    """One stream through a cache-aware encoder: its own feature buffer, encoder caches and hypothesis."""
 
     def __init__(self, engine: ParakeetStreamingEngine, vad: VadConfig | None = None) -> None:
         import torch
@@ -238,7 +386,7 @@ class CacheAwareSession(_LockedSession):
         self.engine = engine
         model = engine.model
         self.cfg = model.encoder.streaming_cfg
-        self.features = IncrementalFeatures(engine.preprocessor, engine.lock)
+        self.features = IncrementalFeatures(engine.preprocessor)
         self.policy = UtterancePolicy(vad, sample_rate=SAMPLE_RATE)
         self.words = _WordBuilder(model.tokenizer, engine.frame_seconds)
         n_mels = int(model.encoder._feat_in)
@@ -249,21 +397,17 @@ class CacheAwareSession(_LockedSession):
         self._step = 0
         with engine.lock:
             self._cache = model.encoder.get_initial_cache_state(batch_size=1)
-        self._hyp: Any = None
-        self._pred_out: Any = None
+        self.hypothesis: Any = None  # the running NeMo Hypothesis (tokens so far)
         self._emitted = 0  # tokens of the hypothesis already turned into words
         sampling = getattr(model.encoder.pre_encode, "get_sampling_frames", lambda: None)()
         self._sampling = sampling
         self.steps = 0
 
-    @staticmethod
-    def _pick(value: Any, first: bool) -> int:
-        if isinstance(value, (list, tuple)):
-            return int(value[0] if first else value[1])
-        return int(value)
+    _pick = staticmethod(ParakeetStreamingEngine._pick)
 
     # ------------------------------------------------------------------ protocol
-    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self.policy.audio(audio)
         self._add_features(self.features.push(audio))
         events: list[StreamEvent] = []
@@ -274,7 +418,7 @@ class CacheAwareSession(_LockedSession):
             events += self._events(last_open=True)
         return events
 
-    def _finish(self) -> list[StreamEvent]:
+    def finish(self) -> list[StreamEvent]:
         self._add_features(self.features.flush())
         events: list[StreamEvent] = []
         while self._buffer_idx < self._available:
@@ -296,38 +440,30 @@ class CacheAwareSession(_LockedSession):
             self._available += feats.shape[1]
 
     def _run_chunk(self, *, last: bool) -> None:
-        """One conformer_stream_step, exactly as NeMo's CacheAwareStreamingAudioBuffer would feed it."""
+        """One step of this stream, fed exactly as NeMo's CacheAwareStreamingAudioBuffer would feed it,
+        run by the engine's batcher together with the other sessions that have a chunk ready."""
         import torch
 
+        assert self.engine.batcher is not None
         first = self._step == 0
         chunk_size = self._pick(self.cfg.chunk_size, first)
         shift = self._pick(self.cfg.shift_size, first)
         start = self._buffer_idx - self._feat_offset
-        chunk = self._feats[:, :, start:start + chunk_size]
+        chunk = self._feats[0, :, start:start + chunk_size]
         cache_frames = self._pick(self.cfg.pre_encode_cache_size, first)
         if first:
-            cache = torch.zeros((1, chunk.shape[1], cache_frames))
+            cache = torch.zeros((chunk.shape[0], cache_frames))
         else:
-            cache = self._feats[:, :, max(0, start - cache_frames):start]
-            if cache.shape[2] < cache_frames:
-                cache = torch.cat([torch.zeros((1, chunk.shape[1], cache_frames - cache.shape[2])), cache], dim=2)
-        signal = torch.cat([cache, chunk], dim=2).to(self.engine.model.device)
-        length = torch.tensor([signal.shape[2]], device=signal.device)
-        drop = 0 if first else self.cfg.drop_extra_pre_encoded
-        model = self.engine.model
-        with self.engine.lock, torch.inference_mode():
-            self.engine.set_timestamps(False)
-            (self._pred_out, _, c_channel, c_time, c_len, hyps) = model.conformer_stream_step(
-                processed_signal=signal, processed_signal_length=length,
-                cache_last_channel=self._cache[0], cache_last_time=self._cache[1], cache_last_channel_len=self._cache[2],
-                keep_all_outputs=last, previous_hypotheses=self._hyp, previous_pred_out=self._pred_out,
-                drop_extra_pre_encoded=drop, return_transcription=True)
-            # read the hypothesis before another session's step can reuse the decoder's buffers;
-            # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of
-            # the stream (causal 8x subsampling: mel frame 0 -> encoder frame 0)
-            self._collect_tokens(hyps[0], -(-self._buffer_idx // self.engine.subsampling))
-        self._cache = (c_channel, c_time, c_len)
-        self._hyp = hyps
+            cache = self._feats[0, :, max(0, start - cache_frames):start]
+            if cache.shape[1] < cache_frames:
+                cache = torch.cat([torch.zeros((chunk.shape[0], cache_frames - cache.shape[1])), cache], dim=1)
+        signal = torch.cat([cache, chunk], dim=1).to(self.engine.model.device)
+        out = self.engine.batcher.submit(_Chunk(signal, 0 if first else self.engine.drop_extra, last,
+                                                self._cache, self.hypothesis))
+        self._cache, self.hypothesis = out.cache, out.hyp
+        # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of the
+        # stream (causal 8x subsampling: mel frame 0 -> encoder frame 0)
+        self._collect_tokens(out.hyp, -(-self._buffer_idx // self.engine.subsampling))
         self._buffer_idx += shift
         self._step += 1
         self.steps += 1
@@ -365,7 +501,7 @@ class CacheAwareSession(_LockedSession):
         return events
 
 
-class BufferedSession(_LockedSession):
+class BufferedSession(StreamingSession):
     """One stream decoded chunk by chunk inside a sliding window of left/right context."""
 
     def __init__(self, engine: ParakeetStreamingEngine, vad: VadConfig | None = None) -> None:
@@ -383,7 +519,8 @@ class BufferedSession(_LockedSession):
         self._first_index = 0
         self.windows = 0
 
-    def _accept(self, audio: np.ndarray) -> list[StreamEvent]:
+    def accept(self, audio: np.ndarray) -> list[StreamEvent]:
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         self.policy.audio(audio)
         self._audio = np.concatenate([self._audio, audio])
         self._total += len(audio)
@@ -393,7 +530,7 @@ class BufferedSession(_LockedSession):
             events += self._events()  # per decoded chunk: independent of how the client slices audio
         return events
 
-    def _finish(self) -> list[StreamEvent]:
+    def finish(self) -> list[StreamEvent]:
         events: list[StreamEvent] = []
         while self._next < self._total:
             self._decode_chunk()
@@ -406,7 +543,7 @@ class BufferedSession(_LockedSession):
         window = self._audio[lo - self._offset:hi - self._offset]
         last = end >= self._total
         offset = lo / SAMPLE_RATE
-        for w in self.engine.decode_window(window):
+        for w in self.engine.decode_session_window(window):
             t = w.start + offset
             if start / SAMPLE_RATE <= t and (t < end / SAMPLE_RATE or last):
                 self._words.append(Word(round(t, 3), round(w.end + offset, 3), w.word, w.probability))

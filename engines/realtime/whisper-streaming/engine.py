@@ -49,7 +49,9 @@ class WhisperStreamingEngine(StreamingEngine):
         streaming = self.spec.runtime.streaming
         if streaming is None:
             return PolicyConfig()
-        return PolicyConfig(min_chunk_s=streaming.min_chunk_ms / 1000, max_buffer_s=streaming.max_buffer_seconds)
+        floor = None if streaming.min_chunk_floor_ms is None else streaming.min_chunk_floor_ms / 1000
+        return PolicyConfig(min_chunk_s=streaming.min_chunk_ms / 1000, min_chunk_floor_s=floor,
+                            max_buffer_s=streaming.max_buffer_seconds)
 
     def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
         return LocalAgreementSession(_WhisperDecoder(self, language), self.policy_config().with_turn(turn))
