@@ -232,7 +232,7 @@ async def stream_audio_openai(
 
 # Errors after which an OpenAI session is closed by the server (the others leave it open).
 _FATAL = {"unauthorized", "model_not_served", "too_many_sessions", "idle_timeout", "not_ready", "internal_error",
-          "audio_too_long", "unsupported_intent"}
+          "audio_too_long", "unsupported_intent", "shutting_down"}
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:

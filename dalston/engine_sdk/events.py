@@ -69,6 +69,20 @@ StreamEvent = Union[SpeechStarted, SpeechStopped, Partial, Final]
 
 
 @dataclass(frozen=True)
+class SessionDraining:
+    """Sent by the server, never returned by an engine: the server got SIGTERM and is draining.
+
+    The session goes on as usual for `deadline_s` more seconds (the client may keep streaming and
+    end it normally); then the server stops reading, sends the finals for the audio it received,
+    `session.end` and closes with 1001. WHY an event and not just the close: a client that knows
+    can stop early, or open its next session on another instance while this one finishes.
+    """
+
+    type: ClassVar[str] = "session.draining"
+    deadline_s: float
+
+
+@dataclass(frozen=True)
 class TurnDetection:
     """Client-chosen utterance segmentation; None fields mean "the engine's default".
 

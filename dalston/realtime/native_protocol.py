@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dalston.engine_sdk.events import Final, Partial, SpeechStarted, SpeechStopped, StreamEvent
+from dalston.engine_sdk.events import Final, Partial, SessionDraining, SpeechStarted, SpeechStopped, StreamEvent
 from dalston.engine_sdk.types import Word
 
 
@@ -23,8 +23,10 @@ def _word(word: Word) -> dict[str, Any]:
             "probability": None if probability is None or not math.isfinite(probability) else round(probability, 4)}
 
 
-def render(event: StreamEvent) -> dict[str, Any]:
+def render(event: StreamEvent | SessionDraining) -> dict[str, Any]:
     """The JSON body of one native server event."""
+    if isinstance(event, SessionDraining):
+        return {"type": event.type, "deadline_s": _t(event.deadline_s)}
     if isinstance(event, (SpeechStarted, SpeechStopped)):
         return {"type": event.type, "time": _t(event.time)}
     if isinstance(event, Partial):

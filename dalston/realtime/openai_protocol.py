@@ -28,7 +28,8 @@ import uuid
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dalston.engine_sdk.events import Final, Partial, SpeechStarted, SpeechStopped, StreamEvent, TurnDetection
+from dalston.engine_sdk.events import (Final, Partial, SessionDraining, SpeechStarted, SpeechStopped, StreamEvent,
+                                      TurnDetection)
 
 #: Sample rates accepted for `audio/pcm` (OpenAI itself takes only 24000); all resampled to 16 kHz.
 PCM_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
@@ -280,6 +281,15 @@ def session_object(settings: TranscriptionSettings, session_id: str, model: str 
             "audio": {"input": {"format": settings.input_format.to_ga(), "transcription": transcription,
                                 "turn_detection": turn, "noise_reduction": settings.noise_reduction}},
             "include": []}
+
+
+def draining_event(ids: EventIds, event: SessionDraining) -> dict[str, Any]:
+    """dalston's `session.draining` in OpenAI's shape (an `event_id`): informational, not an `error`.
+
+    OpenAI has no such event; its SDKs pass unknown event types through (openai 2.x parses it as a
+    generic event with `type` and the extra fields), so a client that does not know it ignores it.
+    """
+    return {"type": event.type, "event_id": ids.event(), "deadline_s": round(event.deadline_s, 3)}
 
 
 def error_event(ids: EventIds, exc: OpenAIError, client_event_id: str | None = None) -> dict[str, Any]:

@@ -33,12 +33,15 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dalston.engine_sdk import SAMPLE_RATE, Final, StreamEvent, StreamingEngine, StreamingSession
+from dalston.engine_sdk.events import SessionDraining
 from dalston.realtime import native_protocol
 from dalston.realtime.openai_protocol import OpenAIError
 from dalston.server.realtime_audio import AudioConverter, InvalidFrame
 from dalston.server.realtime_openai import (
+    DRAIN_DEADLINE,
     OpenAISession,
     is_openai_event,
+    render_draining,
     render_error,
     subprotocol_key,
     wants_beta,
@@ -48,6 +51,7 @@ from dalston.server.realtime_openai import (
 log = logging.getLogger("dalston.realtime")
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001  # drained after SIGTERM: finals for what was received were sent (realtime_drain)
 CLOSE_UNAUTHORIZED = 4001
 CLOSE_FORBIDDEN_MODEL = 4003
 CLOSE_TOO_MANY_SESSIONS = 4029
@@ -61,6 +65,11 @@ SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 DEFAULT_IDLE_TIMEOUT_S = 30.0
 _QUEUE_FRAMES = 256  # backpressure: stop reading the socket when this many frames wait for decode
+#: A new session that finds every slot taken waits this long for one to be freed before 4029. WHY:
+#: a client that drops and reconnects at once can reach the server before the dropped session's
+#: task has run on its disconnect (tens of ms on a loaded CPU); the slot is freed at that moment,
+#: and the waiting session takes it then instead of being refused.
+SLOT_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -130,15 +139,24 @@ class _Slots:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.active = 0
+        self._freed = asyncio.Event()
 
-    def try_acquire(self) -> bool:
-        if self.active >= self.limit:
-            return False
+    async def acquire(self, wait_s: float = SLOT_WAIT_S) -> bool:
+        """A slot now, or as soon as one is freed within `wait_s`; False when none was."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + wait_s
+        while self.active >= self.limit:
+            self._freed.clear()
+            try:
+                await asyncio.wait_for(self._freed.wait(), max(0.0, until - loop.time()))
+            except asyncio.TimeoutError:
+                return False
         self.active += 1
         return True
 
     def release(self) -> None:
         self.active -= 1
+        self._freed.set()
 
 
 def _bearer(websocket: WebSocket) -> str | None:
@@ -209,6 +227,10 @@ class _SessionHandler:
         self.finals = 0
         self.protocol = "native"  # or "openai": decides how errors and events are rendered
         self.served: set[str] = set()  # ids and aliases of the model this server serves
+        self._began = False  # the protocol's first event (session.begin / session.created) was sent
+        self._drain_deadline: float | None = None  # event-loop time; set when the server drains
+        self._expired = asyncio.Event()  # the drain deadline passed: stop reading, flush, close 1001
+        self._drain_told = False
 
     # -------------------------------------------------------------- sending
     async def send(self, message: dict[str, Any]) -> None:
@@ -237,6 +259,27 @@ class _SessionHandler:
                         else {"type": "error", "code": code, "message": message})
         await self.close(close_code)
 
+    async def notify_draining(self, deadline: float) -> None:
+        """SIGTERM: tell the client (`session.draining`) once its session has begun (`realtime_drain`)."""
+        self._drain_deadline = deadline
+        if self._began:
+            await self._send_draining()
+
+    def expire(self) -> None:
+        self._expired.set()
+
+    async def began(self) -> None:
+        """The protocol sent its first event; a draining notice that came earlier follows it now."""
+        self._began = True
+        await self._send_draining()
+
+    async def _send_draining(self) -> None:
+        if self._drain_deadline is None or self._drain_told:
+            return
+        self._drain_told = True
+        event = SessionDraining(max(0.0, self._drain_deadline - asyncio.get_running_loop().time()))
+        await self.send(render_draining(event) if self.protocol == "openai" else native_protocol.render(event))
+
     async def close(self, code: int) -> None:
         self.release_slot()
         if self._closed or self.ws.application_state == WebSocketState.DISCONNECTED:
@@ -244,7 +287,7 @@ class _SessionHandler:
             return
         self._closed = True
         try:
-            await self.ws.close(code)
+            await self.ws.close(code, "server shutting down" if code == CLOSE_GOING_AWAY else None)
         except RuntimeError:
             pass
 
@@ -269,18 +312,26 @@ class _SessionHandler:
             await self.fail("model_not_served", f"model {model!r} is not served here; this server serves {spec.id!r}",
                             CLOSE_FORBIDDEN_MODEL)
             return
+        if getattr(self.state, "draining", False):
+            await self.fail("shutting_down", "server is shutting down; open the session on another instance",
+                            CLOSE_NOT_READY)
+            return
         if not _is_ready(self.state) or not isinstance(getattr(self.state, "engine", None), StreamingEngine):
             await self.fail("not_ready", "the engine is not ready yet; retry shortly", CLOSE_NOT_READY)
             return
-        if not self.slots.try_acquire():
+        if not await self.slots.acquire():
             await self.fail("too_many_sessions",
                             f"{self.slots.limit} realtime session(s) already open (capabilities.max_concurrency); retry later",
                             CLOSE_TOO_MANY_SESSIONS)
             return
         self._holds_slot = True
         started = time.monotonic()
+        sessions = self.state.sessions
         try:
+            await sessions.add(self)
             await self._serve()
+            if self._expired.is_set():
+                await self.close(CLOSE_GOING_AWAY)
         except (ProtocolError, OpenAIError) as exc:
             await self.fail(exc.code, exc.message, exc.close_code or CLOSE_BAD_MESSAGE)
         except WebSocketDisconnect:
@@ -290,6 +341,7 @@ class _SessionHandler:
             await self.fail("internal_error", f"internal error: {type(exc).__name__}", CLOSE_INTERNAL)
         finally:
             self.release_slot()
+            sessions.discard(self)
             log.info("realtime_session_closed session_id=%s model=%s audio_seconds=%.2f finals=%d wall_seconds=%.2f",
                      self.session_id, spec.id, self.audio_seconds, self.finals, time.monotonic() - started)
 
@@ -298,7 +350,7 @@ class _SessionHandler:
         server still owes the client events (an OpenAI client waits for them without sending)."""
         while True:
             try:
-                message = await asyncio.wait_for(self.ws.receive(), timeout=self.limits.idle_timeout_s)
+                message = await asyncio.wait_for(self._next_message(), timeout=self.limits.idle_timeout_s)
                 break
             except asyncio.TimeoutError:
                 if busy is not None and busy():
@@ -309,12 +361,30 @@ class _SessionHandler:
             raise WebSocketDisconnect(message.get("code", 1000))
         return message
 
+    async def _next_message(self) -> dict[str, Any]:
+        """`ws.receive()`, or `DRAIN_DEADLINE` once the drain deadline passed (the message is kept if both)."""
+        if self._expired.is_set():
+            return {"type": DRAIN_DEADLINE}
+        receiving = asyncio.ensure_future(self.ws.receive())
+        expiring = asyncio.ensure_future(self._expired.wait())
+        try:
+            await asyncio.wait({receiving, expiring}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            expiring.cancel()
+            if not receiving.done():
+                receiving.cancel()  # uvicorn keeps an unread message queued: nothing is lost
+        if receiving.done() and not receiving.cancelled():
+            return receiving.result()
+        return {"type": DRAIN_DEADLINE}
+
     async def _serve(self) -> None:
         spec = self.state.spec
         if self.protocol == "openai":
             await OpenAISession(self, beta=wants_beta(self.ws.headers)).serve(None)
             return
         first = await self._receive()
+        if first["type"] == DRAIN_DEADLINE:  # drained before the client configured anything: nothing to flush
+            return
         if is_openai_event(first.get("text")):  # an OpenAI client that connected with only ?model=
             self.protocol = "openai"
             await OpenAISession(self, beta=wants_beta(self.ws.headers)).serve(first["text"])
@@ -329,6 +399,7 @@ class _SessionHandler:
                          "sample_rate": config.sample_rate, "encoding": config.encoding, "language": config.language,
                          "model_sample_rate": SAMPLE_RATE, "max_frame_bytes": self.limits.max_frame_bytes,
                          "idle_timeout": self.limits.idle_timeout_s})
+        await self.began()
         queue: asyncio.Queue[np.ndarray | None] = asyncio.Queue(maxsize=_QUEUE_FRAMES)
         worker = asyncio.create_task(self._work(session, queue))
         max_seconds = float(spec.capabilities.max_audio_duration)
@@ -338,6 +409,11 @@ class _SessionHandler:
                     worker.result()
                     return
                 message = await self._receive()
+                if message["type"] == DRAIN_DEADLINE:  # SIGTERM deadline: as if the client sent session.end
+                    tail = converter.flush()
+                    if len(tail):
+                        await queue.put(tail)
+                    break
                 data = message.get("bytes")
                 if data is not None:
                     if len(data) > self.limits.max_frame_bytes:
@@ -372,7 +448,7 @@ class _SessionHandler:
         self.release_slot()  # decoding is over: the next session may start before this one's goodbye
         await self.send({"type": "session.end", "session_id": self.session_id,
                          "duration": round(self.audio_seconds, 3), "finals": self.finals})
-        await self.close(CLOSE_NORMAL)
+        await self.close(CLOSE_GOING_AWAY if self._expired.is_set() else CLOSE_NORMAL)
 
     async def _work(self, session: StreamingSession, queue: asyncio.Queue[np.ndarray | None]) -> None:
         """Decode in order; drain whatever is queued into one `accept` (the policy steps by stream time)."""

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from dalston.engine_sdk import SAMPLE_RATE, Final, StreamEvent, StreamingSession
+from dalston.engine_sdk.events import SessionDraining
 from dalston.realtime.openai_protocol import (
     BETA,
     CLIENT_EVENTS,
@@ -32,6 +33,7 @@ from dalston.realtime.openai_protocol import (
     TranscriptionSettings,
     apply_update,
     decode_append,
+    draining_event,
     error_event,
     session_object,
 )
@@ -42,6 +44,8 @@ log = logging.getLogger("dalston.realtime")
 _CLOSE_INTERNAL = 4500  # as dalston.server.realtime.CLOSE_INTERNAL
 _QUEUE_ITEMS = 256  # as the native protocol: beyond this, stop reading the socket (TCP backpressure)
 _IDS = EventIds()
+#: The message type `_SessionHandler._receive` returns once the SIGTERM drain deadline passed.
+DRAIN_DEADLINE = "dalston.drain_deadline"
 
 
 def wants_openai(query: Any, headers: Any, subprotocol: str | None) -> bool:
@@ -83,6 +87,11 @@ def render_error(code: str, message: str) -> dict[str, Any]:
                                          if code not in ("internal_error", "not_ready") else "server_error"))
 
 
+def render_draining(event: SessionDraining) -> dict[str, Any]:
+    """The server's `session.draining` notice in the OpenAI protocol (an informational event, not `error`)."""
+    return draining_event(_IDS, event)
+
+
 class OpenAISession:
     """The OpenAI protocol for one connection.
 
@@ -116,6 +125,7 @@ class OpenAISession:
     async def serve(self, first_text: str | None) -> None:
         """Until the client leaves; a fatal `OpenAIError` (with `close_code`) propagates to the handler."""
         await self.send_session("created")
+        await self.h.began()
         pending = [first_text] if first_text is not None else []
         try:
             while True:
@@ -125,6 +135,9 @@ class OpenAISession:
                 text = pending.pop() if pending else None
                 if text is None:
                     message = await self.h._receive(busy=self.busy)
+                    if message["type"] == DRAIN_DEADLINE:
+                        await self.drain()
+                        return
                     if message.get("bytes") is not None:
                         await self.error(OpenAIError("invalid_frame", "binary frames are not part of the OpenAI "
                                                      "protocol: send audio as input_audio_buffer.append with base64"),
@@ -215,6 +228,14 @@ class OpenAISession:
         if len(tail):
             await self.queue.put(("audio", tail))
 
+    async def drain(self) -> None:
+        """SIGTERM deadline: commit what was appended (its transcription completes), then stop the worker."""
+        if self.worker is None:
+            return
+        await self._flush_converter()
+        await self.queue.put(("drain", None))
+        await self.worker
+
     # ------------------------------------------------------------------ worker
     def busy(self) -> bool:
         """Work queued or running: the client is waiting for our events, so it is not idle."""
@@ -270,8 +291,10 @@ class OpenAISession:
                     await finish()
                     settings = value
                     self.translator.manual = settings.turn is None
-                elif kind == "commit":
+                elif kind in ("commit", "drain"):  # drain: the server's last commit before closing 1001
                     if self.translator.item is None and now - self.translator.last_end < MIN_COMMIT_S:
+                        if kind == "drain":
+                            return
                         await self.error(OpenAIError("input_audio_buffer_commit_empty", "buffer too small: commit "
                                                      f"needs at least {MIN_COMMIT_S * 1000:g} ms of audio; it has "
                                                      f"{max(0.0, now - self.translator.last_end) * 1000:.0f} ms"),
@@ -282,6 +305,8 @@ class OpenAISession:
                     if self.translator.manual or self.translator.items_done == done:
                         for body in self.translator.commit(now):
                             await self.h.send(body)
+                    if kind == "drain":
+                        return
                 else:  # clear
                     for body in self.translator.clear(now):
                         await self.h.send(body)

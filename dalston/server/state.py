@@ -21,6 +21,7 @@ from dalston.models import ModelRegistry
 from dalston.server.limits import InferenceGate, Limits
 from dalston.server.metrics import ServerMetrics
 from dalston.server.realtime import RealtimeLimits
+from dalston.server.realtime_drain import OpenSessions
 from dalston.spec import EngineSpec
 
 log = logging.getLogger("dalston.server")
@@ -40,6 +41,7 @@ class ServerState:
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
     draining: bool = False
+    sessions: OpenSessions = field(default_factory=OpenSessions)  # realtime sessions, drained on SIGTERM
     gate: InferenceGate = field(init=False)
     metrics: ServerMetrics = field(init=False)
     executor: ThreadPoolExecutor = field(init=False)

@@ -185,7 +185,7 @@ def test_draining_server_takes_no_new_session(tiny_engine: Loaded, clip_audio: A
         assert asyncio.run(stream_audio(url, clip_audio("beckett.wav")[: 16000 * 2], language="en")).close_code == 1000
         state.draining = True
         events, close_code = asyncio.run(exchange(url, [CONFIG]))
-        assert error_of(events) == "not_ready" and close_code == 4503
+        assert error_of(events) == "shutting_down" and close_code == 4503
 
 
 def test_bad_clients_leave_a_running_session_alone(tiny_engine: Loaded, realtime_server: Any, clip_audio: Any) -> None:

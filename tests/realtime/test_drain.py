@@ -1,0 +1,195 @@
+"""SIGTERM on a realtime engine loses no audio: real `dalston serve whisper-streaming-tiny-en` processes
+(real tiny.en weights) behind a real `dalston gateway`, sessions streaming beckett.wav paced in real time.
+
+uvicorn's own shutdown closes open WebSockets at once with 1012 (no finals, no event); these tests
+fail on that. What they check (docs/REALTIME.md "Draining"):
+
+* a session open at SIGTERM gets `session.draining` (relayed unchanged by the gateway), keeps
+  streaming, ends normally with finals for all its speech (WER vs the reference) and 1000;
+* with a short `--shutdown-timeout` it gets, at the deadline, the finals for what the server received,
+  `session.end` with that duration, and 1001 (relayed by the gateway);
+* meanwhile a new session on the draining engine gets 4503 `shutting_down` and `/ready` is 503;
+* the process exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jiwer
+import numpy as np
+import pytest
+import websockets
+
+from dalston.commands.stream import StreamResult, load_audio_16k, realtime_url, stream_audio, stream_audio_openai
+from tests.fixtures import assets
+from tests.gateway import processes as p
+
+pytestmark = pytest.mark.slow
+
+KEY = "dk_test"
+MODEL = "whisper-streaming-tiny-en"
+SIGTERM_AFTER_S = 3.0  # of audio sent, paced in real time
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    root = tmp_path_factory.mktemp("drain")
+    engines = assets.engines_tree(root)
+    models = root / "models"
+    assets.model_dir_for(MODEL, models, engines_root=engines)
+    keys = root / "keys.txt"
+    keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
+    env = p.base_env(engines, models)
+    gw = p.gateway(env, keys, root, interval=0.5, timeout=2.0).start()
+    try:
+        gw.wait_http("/health", 30)
+        yield {"gateway": gw, "env": env, "keys": keys, "root": root}
+    finally:
+        gw.stop()
+
+
+@pytest.fixture(scope="module")
+def beckett() -> np.ndarray:
+    return load_audio_16k(assets.speech_clip("beckett.wav"))
+
+
+def _engine(cluster: Any, shutdown_timeout: float) -> p.Proc:
+    proc = p.engine(MODEL, cluster["env"], cluster["keys"], cluster["root"], cluster["gateway"].url)
+    proc.args += ["--shutdown-timeout", str(shutdown_timeout)]
+    proc.start()
+    proc.wait_http("/ready", 180)
+    gw = cluster["gateway"].url
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:  # registered: the gateway routes the model to it
+        data = httpx.get(f"{gw}/v1/models", headers={"authorization": f"Bearer {KEY}"}, timeout=5).json()["data"]
+        if any(m["id"] == MODEL and m["available"] for m in data):
+            return proc
+        time.sleep(0.2)
+    raise TimeoutError(f"{MODEL} never became available on the gateway:\n{proc.log_text()[-2000:]}")
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z']+", text.lower())
+
+
+async def _refused_while_draining(engine_url: str) -> tuple[list[dict[str, Any]], int | None, int]:
+    """A new session straight to the draining engine, and its /ready status."""
+    events: list[dict[str, Any]] = []
+    async with websockets.connect(realtime_url(engine_url, MODEL, KEY)) as ws:
+        try:
+            async for message in ws:
+                events.append(json.loads(message))
+        except websockets.ConnectionClosed:
+            pass
+    async with httpx.AsyncClient() as client:
+        ready = (await client.get(engine_url + "/ready", timeout=5)).status_code
+    return events, ws.close_code, ready
+
+
+async def _stream_and_sigterm(cluster: Any, engine: p.Proc, audio: np.ndarray,
+                              protocol: str = "native") -> tuple[StreamResult, Any]:
+    """Stream `audio` through the gateway in real time; SIGTERM the engine after SIGTERM_AFTER_S, then probe it."""
+    url = realtime_url(cluster["gateway"].url, MODEL)
+    seen_draining = asyncio.Event()
+
+    def on_event(event: Any) -> None:
+        if event.type == "session.draining":
+            seen_draining.set()
+
+    async def terminate_then_probe() -> Any:
+        await asyncio.sleep(SIGTERM_AFTER_S)
+        assert engine.popen is not None
+        engine.popen.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(seen_draining.wait(), 10)
+        return await _refused_while_draining(engine.url)
+
+    if protocol == "openai":
+        session = stream_audio_openai(url + "&intent=transcription", audio, realtime=True, api_key=KEY,
+                                      language="en", on_event=on_event, timeout=120)
+    else:
+        session = stream_audio(url, audio, realtime=True, api_key=KEY, language="en", on_event=on_event, timeout=120)
+    stream = asyncio.create_task(session)
+    probe = await terminate_then_probe()
+    return await stream, probe
+
+
+def _check_drain_side_effects(engine: p.Proc, probe: Any) -> None:
+    events, close_code, ready = probe
+    assert close_code == 4503 and [e.get("code") for e in events] == ["shutting_down"], (close_code, events)
+    assert ready == 503
+    assert engine.popen is not None
+    assert engine.popen.wait(60) == 0, engine.log_text()[-3000:]
+    log = engine.log_text()
+    assert "realtime_draining sessions=1" in log and "1012" not in log, log[-3000:]
+
+
+def test_sigterm_mid_session_finishes_it_with_all_finals(cluster: Any, beckett: np.ndarray) -> None:
+    engine = _engine(cluster, shutdown_timeout=60)
+    try:
+        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett))
+    finally:
+        engine.stop(timeout=90)
+    drains = [e.body for e in result.events if e.type == "session.draining"]
+    assert len(drains) == 1 and 50 < drains[0]["deadline_s"] <= 60, drains
+    assert not result.errors, result.errors
+    assert result.close_code == 1000, (result.close_code, result.close_reason)
+    assert result.events[-1].type == "session.end"
+    reference = assets.reference_text("beckett")
+    assert jiwer.wer(" ".join(_words(reference)), " ".join(_words(result.text))) <= 0.1, result.text
+    _check_drain_side_effects(engine, probe)
+
+
+def test_short_shutdown_timeout_flushes_finals_then_closes_1001(cluster: Any, beckett: np.ndarray) -> None:
+    timeout = 2.5
+    engine = _engine(cluster, shutdown_timeout=timeout)
+    try:
+        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett))
+    finally:
+        engine.stop(timeout=90)
+    drains = [e.body for e in result.events if e.type == "session.draining"]
+    assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout, drains
+    assert not result.errors, result.errors
+    assert result.close_code == 1001, (result.close_code, result.close_reason)
+    ends = [e.body for e in result.events if e.type == "session.end"]
+    assert len(ends) == 1 and result.events[-1].type == "session.end", result.events[-3:]
+    received = ends[0]["duration"]
+    total = len(beckett) / 16000
+    assert SIGTERM_AFTER_S + timeout - 1 < received < total - 1, (received, total)
+    # finals for everything received: the words of the reference spoken in the first `received` s
+    got = _words(result.text)
+    assert result.finals and all(f["end"] <= received + 0.05 for f in result.finals), result.finals
+    reference = _words(assets.reference_text("beckett"))
+    assert got == reference[:len(got)] or jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
+    heard_until = max(w["end"] for f in result.finals for w in f["words"])
+    assert heard_until > received - 2.0, (heard_until, received, result.finals)
+    _check_drain_side_effects(engine, probe)
+
+
+def test_openai_protocol_session_is_drained_too(cluster: Any, beckett: np.ndarray) -> None:
+    """The same drain for an OpenAI-protocol session: `session.draining` (with an event_id, no `error`),
+    the transcription of what was appended so far completes, then 1001."""
+    timeout = 2.5
+    engine = _engine(cluster, shutdown_timeout=timeout)
+    try:
+        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett, protocol="openai"))
+    finally:
+        engine.stop(timeout=90)
+    drains = [e.body for e in result.events if e.type == "session.draining"]
+    assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout and drains[0]["event_id"], drains
+    assert not result.errors, result.errors
+    assert result.close_code == 1001, (result.close_code, result.close_reason)
+    got = _words(result.text)
+    reference = _words(assets.reference_text("beckett"))
+    # SIGTERM after 3 s + 2.5 s of drain: "ever tried ever failed no matter" has been said by then
+    assert len(got) >= 4 and jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
+    assert len(got) < len(reference), got  # it was cut: the rest was never received
+    _check_drain_side_effects(engine, probe)
