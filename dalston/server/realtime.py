@@ -374,7 +374,7 @@ class _SessionHandler:
             if not receiving.done():
                 receiving.cancel()  # uvicorn keeps an unread message queued: nothing is lost
         if receiving.done() and not receiving.cancelled():
-            return receiving.result()
+            return dict(receiving.result())
         return {"type": DRAIN_DEADLINE}
 
     async def _serve(self) -> None:
