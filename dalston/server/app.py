@@ -526,7 +526,7 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
                     texts.append(item.text)
                     if verbose:
                         segments.append(item)
-                        yield formats.segment_event(item, words=params.options.word_timestamps)
+                        yield formats.segment_event(item, words="word" in params.granularities)
             body = None
             if verbose:  # the language is known only when the request named it: segments do not carry it
                 transcript = Transcript(" ".join(texts), params.options.language, audio.duration, tuple(segments))

@@ -108,3 +108,16 @@ def test_bad_extension_values_are_clear_400s(client, field: str, value: str) -> 
     assert response.status_code == 400
     error = response.json()["error"]
     assert error["param"] == field and error["code"] == "invalid_parameter" and value in error["message"]
+
+
+def test_streamed_verbose_json_has_the_same_sentences_and_words_only_when_asked(client) -> None:
+    import json
+
+    clip = assets.speech_clip("beckett")
+    plain = post_audio(client, clip, response_format="verbose_json", language="en").json()
+    response = post_audio(client, clip, stream="true", response_format="verbose_json", language="en")
+    events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line.startswith("data: ")]
+    segments = [e for e in events if e["type"] == "transcript.text.segment"]
+    assert [s["text"] for s in segments] == [s["text"] for s in plain["segments"]]
+    assert len(segments) >= 5 and all("words" not in s for s in segments)
+    assert "words" not in events[-1]
