@@ -44,7 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=None, help="requests that may wait for a slot (default 4 x max_concurrency); beyond: 429")
     parser.add_argument("--realtime-idle-timeout", type=float, default=None, help="seconds without audio before a realtime session is closed")
     connection_limits.add_arguments(parser)
-    parser.add_argument("--shutdown-timeout", type=float, default=30.0, help="seconds to drain in-flight requests on SIGTERM")
+    parser.add_argument("--shutdown-timeout", type=float, default=float(os.environ.get("DALSTON_SHUTDOWN_TIMEOUT", "30")),
+                        help="seconds to drain in-flight requests and realtime sessions on SIGTERM "
+                             "(default $DALSTON_SHUTDOWN_TIMEOUT or 30)")
     parser.add_argument("--gateway", default=None, help="register with this gateway URL (default $DALSTON_GATEWAY_URL)")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
     from dalston.jobs.worker import add_queue_arguments

@@ -55,6 +55,8 @@ REDIS_PVC = "dalston-redis-data"
 REDIS_STORAGE = "5Gi"
 WEBHOOK_SECRET = "dalston-webhook"
 PRESTOP_SLEEP_S = 5
+#: Kept from the termination grace period for the realtime flush after the drain deadline and the exit.
+DRAIN_MARGIN_S = 20
 KEDA_POLLING_S = 15
 KEDA_COOLDOWN_S = 300
 
@@ -135,6 +137,8 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": d.ENGINE_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "ENGINE_ID", "value": spec.id},
+            # SIGTERM drain budget (requests, realtime sessions) that fits the grace period after preStop
+            {"name": "DALSTON_SHUTDOWN_TIMEOUT", "value": str(grace - PRESTOP_SLEEP_S - DRAIN_MARGIN_S)},
             # Every gateway pod gets the registration and the heartbeats (not one per heartbeat through
             # the Service), so each replica keeps knowing every engine first-hand while Redis is down.
             {"name": "DALSTON_GATEWAY_URL", "value": f"http://{GATEWAY_PODS_NAME}:{d.GATEWAY_PORT}"},

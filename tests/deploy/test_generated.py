@@ -208,6 +208,11 @@ def test_k8s_resources_follow_the_specs(catalog):
         assert container["readinessProbe"]["httpGet"]["path"] == "/ready"
         assert container["livenessProbe"]["httpGet"]["path"] == "/health"
         assert "preStop" in container["lifecycle"] and pod["terminationGracePeriodSeconds"] > 0
+        # the SIGTERM drain (requests, realtime sessions + their flush) fits the grace period after preStop
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        drain = float(env["DALSTON_SHUTDOWN_TIMEOUT"])
+        assert 0 < drain + container["lifecycle"]["preStop"]["sleep"]["seconds"] + 15 < pod["terminationGracePeriodSeconds"]
+        assert drain >= (270 if spec.is_streaming else 90), (engine_id, drain)
         if spec.container.gpu == "required":
             assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
             expr = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
