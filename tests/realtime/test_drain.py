@@ -7,7 +7,8 @@ fail on that. What they check (docs/REALTIME.md "Draining"):
 * a session open at SIGTERM gets `session.draining` (relayed unchanged by the gateway), keeps
   streaming, ends normally with finals for all its speech (WER vs the reference) and 1000;
 * with a short `--shutdown-timeout` it gets, at the deadline, the finals for what the server received,
-  `session.end` with that duration, and 1001 (relayed by the gateway);
+  `session.end` with that duration, and 1001 (relayed by the gateway); an OpenAI-protocol session
+  beside it gets the same event (with an `event_id`), its transcription so far, and 1001;
 * meanwhile a new session on the draining engine gets 4503 `shutting_down` and `/ready` is 503;
 * the process exits 0.
 """
@@ -20,7 +21,6 @@ import json
 import re
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -96,100 +96,92 @@ async def _refused_while_draining(engine_url: str) -> tuple[list[dict[str, Any]]
 
 
 async def _stream_and_sigterm(cluster: Any, engine: p.Proc, audio: np.ndarray,
-                              protocol: str = "native") -> tuple[StreamResult, Any]:
-    """Stream `audio` through the gateway in real time; SIGTERM the engine after SIGTERM_AFTER_S, then probe it."""
+                              protocols: tuple[str, ...] = ("native",)) -> tuple[list[StreamResult], Any]:
+    """One session per protocol through the gateway, streaming `audio` in real time; SIGTERM the
+    engine after SIGTERM_AFTER_S, then (once every session was told it drains) probe the engine."""
     url = realtime_url(cluster["gateway"].url, MODEL)
-    seen_draining = asyncio.Event()
+    told = [asyncio.Event() for _ in protocols]
 
-    def on_event(event: Any) -> None:
-        if event.type == "session.draining":
-            seen_draining.set()
+    def on_event_for(flag: asyncio.Event) -> Any:
+        return lambda event: flag.set() if event.type == "session.draining" else None
 
-    async def terminate_then_probe() -> Any:
-        await asyncio.sleep(SIGTERM_AFTER_S)
-        assert engine.popen is not None
-        engine.popen.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(seen_draining.wait(), 10)
-        return await _refused_while_draining(engine.url)
+    sessions = []
+    for protocol, flag in zip(protocols, told):
+        if protocol == "openai":
+            sessions.append(stream_audio_openai(url + "&intent=transcription", audio, realtime=True, api_key=KEY,
+                                                language="en", on_event=on_event_for(flag), timeout=120))
+        else:
+            sessions.append(stream_audio(url, audio, realtime=True, api_key=KEY, language="en",
+                                         on_event=on_event_for(flag), timeout=120))
+    streams = [asyncio.create_task(session) for session in sessions]
+    await asyncio.sleep(SIGTERM_AFTER_S)
+    assert engine.popen is not None
+    engine.popen.send_signal(signal.SIGTERM)
+    await asyncio.wait_for(asyncio.gather(*(flag.wait() for flag in told)), 10)
+    probe = await _refused_while_draining(engine.url)
+    return list(await asyncio.gather(*streams)), probe
 
-    if protocol == "openai":
-        session = stream_audio_openai(url + "&intent=transcription", audio, realtime=True, api_key=KEY,
-                                      language="en", on_event=on_event, timeout=120)
-    else:
-        session = stream_audio(url, audio, realtime=True, api_key=KEY, language="en", on_event=on_event, timeout=120)
-    stream = asyncio.create_task(session)
-    probe = await terminate_then_probe()
-    return await stream, probe
 
-
-def _check_drain_side_effects(engine: p.Proc, probe: Any) -> None:
+def _check_drain_side_effects(engine: p.Proc, probe: Any, sessions: int = 1) -> None:
     events, close_code, ready = probe
     assert close_code == 4503 and [e.get("code") for e in events] == ["shutting_down"], (close_code, events)
     assert ready == 503
     assert engine.popen is not None
     assert engine.popen.wait(60) == 0, engine.log_text()[-3000:]
     log = engine.log_text()
-    assert "realtime_draining sessions=1" in log and "1012" not in log, log[-3000:]
+    assert f"realtime_draining sessions={sessions}" in log and re.search(r"realtime_drained seconds=\S+ left=0", log), log[-3000:]
 
 
 def test_sigterm_mid_session_finishes_it_with_all_finals(cluster: Any, beckett: np.ndarray) -> None:
+    """A native and an OpenAI-protocol session open at SIGTERM (60 s budget) are told, keep streaming
+    and end as usual with the finals for all their speech; the engine then exits 0."""
     engine = _engine(cluster, shutdown_timeout=60)
     try:
-        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett))
+        (native, openai), probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett, ("native", "openai")))
     finally:
         engine.stop(timeout=90)
-    drains = [e.body for e in result.events if e.type == "session.draining"]
-    assert len(drains) == 1 and 50 < drains[0]["deadline_s"] <= 60, drains
-    assert not result.errors, result.errors
-    assert result.close_code == 1000, (result.close_code, result.close_reason)
-    assert result.events[-1].type == "session.end"
-    reference = assets.reference_text("beckett")
-    assert jiwer.wer(" ".join(_words(reference)), " ".join(_words(result.text))) <= 0.1, result.text
-    _check_drain_side_effects(engine, probe)
+    reference = " ".join(_words(assets.reference_text("beckett")))
+    for result in (native, openai):
+        drains = [e.body for e in result.events if e.type == "session.draining"]
+        assert len(drains) == 1 and 50 < drains[0]["deadline_s"] <= 60, drains
+        assert not result.errors, result.errors
+        assert result.close_code == 1000, (result.close_code, result.close_reason)
+        assert jiwer.wer(reference, " ".join(_words(result.text))) <= 0.1, result.text
+    assert native.events[-1].type == "session.end"
+    _check_drain_side_effects(engine, probe, sessions=2)
 
 
 def test_short_shutdown_timeout_flushes_finals_then_closes_1001(cluster: Any, beckett: np.ndarray) -> None:
+    """A native and an OpenAI-protocol session open at SIGTERM with a 2.5 s budget: both are told,
+    both get the finals for the audio the server received, then 1001 (relayed by the gateway)."""
     timeout = 2.5
     engine = _engine(cluster, shutdown_timeout=timeout)
     try:
-        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett))
+        (native, openai), probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett, ("native", "openai")))
     finally:
         engine.stop(timeout=90)
-    drains = [e.body for e in result.events if e.type == "session.draining"]
-    assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout, drains
-    assert not result.errors, result.errors
-    assert result.close_code == 1001, (result.close_code, result.close_reason)
-    ends = [e.body for e in result.events if e.type == "session.end"]
-    assert len(ends) == 1 and result.events[-1].type == "session.end", result.events[-3:]
+    reference = _words(assets.reference_text("beckett"))
+    for result in (native, openai):
+        drains = [e.body for e in result.events if e.type == "session.draining"]
+        assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout, drains
+        assert not result.errors, result.errors
+        assert result.close_code == 1001, (result.close_code, result.close_reason)
+    assert openai.events[[e.type for e in openai.events].index("session.draining")].body["event_id"]
+
+    # native: session.end says how much audio was received; the finals cover it
+    ends = [e.body for e in native.events if e.type == "session.end"]
+    assert len(ends) == 1 and native.events[-1].type == "session.end", native.events[-3:]
     received = ends[0]["duration"]
     total = len(beckett) / 16000
     assert SIGTERM_AFTER_S + timeout - 1 < received < total - 1, (received, total)
-    # finals for everything received: the words of the reference spoken in the first `received` s
-    got = _words(result.text)
-    assert result.finals and all(f["end"] <= received + 0.05 for f in result.finals), result.finals
-    reference = _words(assets.reference_text("beckett"))
-    assert got == reference[:len(got)] or jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
-    heard_until = max(w["end"] for f in result.finals for w in f["words"])
-    assert heard_until > received - 2.0, (heard_until, received, result.finals)
-    _check_drain_side_effects(engine, probe)
+    assert native.finals and all(f["end"] <= received + 0.05 for f in native.finals), native.finals
+    heard_until = max(w["end"] for f in native.finals for w in f["words"])
+    assert heard_until > received - 2.0, (heard_until, received, native.finals)
 
-
-def test_openai_protocol_session_is_drained_too(cluster: Any, beckett: np.ndarray) -> None:
-    """The same drain for an OpenAI-protocol session: `session.draining` (with an event_id, no `error`),
-    the transcription of what was appended so far completes, then 1001."""
-    timeout = 2.5
-    engine = _engine(cluster, shutdown_timeout=timeout)
-    try:
-        result, probe = asyncio.run(_stream_and_sigterm(cluster, engine, beckett, protocol="openai"))
-    finally:
-        engine.stop(timeout=90)
-    drains = [e.body for e in result.events if e.type == "session.draining"]
-    assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout and drains[0]["event_id"], drains
-    assert not result.errors, result.errors
-    assert result.close_code == 1001, (result.close_code, result.close_reason)
-    got = _words(result.text)
-    reference = _words(assets.reference_text("beckett"))
-    # SIGTERM after 3 s + 2.5 s of drain: "ever tried ever failed no matter" has been said by then
-    assert len(got) >= 4 and jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
-    assert len(got) < len(reference), got  # it was cut: the rest was never received
-    _check_drain_side_effects(engine, probe)
+    # both: the text is the reference up to where the audio was cut ("ever tried ever failed no matter"
+    # has been said 5.5 s in), and no more
+    for result in (native, openai):
+        got = _words(result.text)
+        assert 4 <= len(got) < len(reference), got
+        assert jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
+    _check_drain_side_effects(engine, probe, sessions=2)
