@@ -121,3 +121,22 @@ def test_streamed_verbose_json_has_the_same_sentences_and_words_only_when_asked(
     assert [s["text"] for s in segments] == [s["text"] for s in plain["segments"]]
     assert len(segments) >= 5 and all("words" not in s for s in segments)
     assert "words" not in events[-1]
+
+
+def test_cli_cue_flags(engines_with_test_variants, model_dir_for, session_model_root) -> None:
+    """`dalston transcribe --format srt --max-line-count 1 --max-line-width 20`, and a bad value named clearly."""
+    import os
+    import subprocess
+    import sys
+
+    model_dir_for("whisper-base")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "DALSTON_ENGINES_DIR": str(engines_with_test_variants),
+           "DALSTON_MODEL_DIR": str(session_model_root)}
+    command = [sys.executable, "-m", "dalston", "transcribe", str(assets.speech_clip("beckett")), "--model", "fast",
+               "--format", "srt", "--max-line-count", "1", "--max-line-width", "20"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    cues = list(srt.parse(result.stdout))
+    assert cues and all(len(c.content) <= 20 and "\n" not in c.content for c in cues)
+    bad = subprocess.run(command[:-1] + ["5"], env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--max-line-width" in bad.stderr and "Traceback" not in bad.stderr
