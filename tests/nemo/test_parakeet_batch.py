@@ -253,3 +253,19 @@ def test_hotwords_switch_in_nemos_boosting_tree_for_that_request_only(load_varia
         assert hinted.text.count("matter") + hinted.text.count("better") > \
             plain.text.count("matter") + plain.text.count("better")
     assert engine.transcribe(audio, EN) == plain
+
+
+def test_without_the_vad_installed_silence_is_not_gated_and_asking_for_it_is_a_clear_error(load_variant) -> None:
+    """The nemo extra alone has no faster-whisper (which ships the Silero model): the engine says so in
+    describe(), serves ungated by default, and refuses an explicit vad_filter=true."""
+    engine = load_variant("parakeet-tiny-tdt")
+    assert engine.describe()["vad"] == "silero"
+    engine.vad_available = False  # what speech_regions.available() reports without faster-whisper
+    try:
+        assert engine.describe()["vad"] == "unavailable"
+        assert engine.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), EN).duration == 1.0
+        with pytest.raises(UnsupportedOption) as err:
+            engine.transcribe(np.zeros(SAMPLE_RATE, dtype=np.float32), TranscribeOptions(language="en", vad_filter=True))
+        assert err.value.param == "vad_filter" and "faster-whisper" in err.value.message
+    finally:
+        engine.vad_available = True

@@ -66,10 +66,14 @@ class ParakeetEngine(Engine):
         self.batcher: MicroBatcher[_Request, Transcript] | None = None
         self.decoder = spec.runtime.decoder
         self.long_audio_calls = 0  # requests decoded with local attention (observable by tests and logs)
+        self.vad_available = speech_regions.available()
 
     # ------------------------------------------------------------------ lifecycle
     def load(self, weights_dir: Path) -> None:
         runtime = self.spec.runtime
+        if runtime.vad_filter and not self.vad_available:
+            log.warning("parakeet_vad_unavailable engine_id=%s reason='faster-whisper (Silero VAD) not installed' "
+                        "effect='silence and noise are not gated'", self.spec.id)
         self.model, self.device = nemo_rt.load_asr_model(self.spec, weights_dir)
         nemo_rt.select_decoder(self.model, runtime.decoder, model_file=runtime.model_file)
         self.compute_type = "float32"
@@ -78,7 +82,8 @@ class ParakeetEngine(Engine):
 
     def describe(self) -> dict[str, str]:
         runtime = self.spec.runtime
-        facts = {**super().describe(), "decoder": self.decoder, "batch_size": str(runtime.batch_size)}
+        facts = {**super().describe(), "decoder": self.decoder, "batch_size": str(runtime.batch_size),
+                 "vad": ("silero" if self.vad_available else "unavailable") if runtime.vad_filter else "off"}
         if runtime.local_attention_above_seconds:
             facts["local_attention_above_s"] = f"{runtime.local_attention_above_seconds:g}"
         return facts
@@ -95,7 +100,11 @@ class ParakeetEngine(Engine):
         empty = Transcript("", self._language(options.language), len(audio) / SAMPLE_RATE, ())
         if len(audio) < _MIN_SAMPLES:
             return empty
-        vad = speech_regions.requested(self.spec.runtime.vad_filter, self.spec.runtime.vad, options)
+        vad = speech_regions.requested(self.spec.runtime.vad_filter and self.vad_available, self.spec.runtime.vad,
+                                       options)
+        if vad is not None and not self.vad_available:
+            raise UnsupportedOption("vad_filter", f"{self.spec.id} has no VAD in this install (the Silero model ships "
+                                                  "with faster-whisper, which is not installed)")
         speech = None if vad is None else tuple(speech_regions.speech_regions(audio, vad))
         if speech == ():
             return empty  # nothing spoken: nothing to decode, nothing to invent
