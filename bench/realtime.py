@@ -345,6 +345,20 @@ def summarize(run: Run, chunk_s: float, words: list[tuple[float, float]], batch:
     }
 
 
+def fixed_step_variant(engines: Path, variant: str) -> str:
+    """A bench-time copy of `variant` without `min_chunk_floor_ms` (re-decode every `min_chunk_ms`), same weights."""
+    import re
+
+    from dalston.catalog import Catalog
+
+    entry = Catalog.load(engines).get(variant)
+    source = next(f for f in (entry.dir / "variants").glob("*.yaml") if f"\nid: {variant}\n" in f.read_text())
+    text = re.sub(r"^ *min_chunk_floor_ms: .*\n", "", source.read_text(), flags=re.M)
+    (source.parent / f"{source.stem}-fixedstep.yaml").write_text(text.replace(f"\nid: {variant}\n",
+                                                                               f"\nid: {variant}-fixedstep\n"))
+    return f"{variant}-fixedstep"
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if "--sweep" in argv:  # parakeet-streaming sessions sweep (bench/realtime_sweep.py)
@@ -361,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
     parser.add_argument("--protocol", choices=("native", "openai"), default="native",
                         help="openai: also stream every clip over the OpenAI Realtime protocol, side by side")
+    parser.add_argument("--fixed-step", action="store_true",
+                        help="also run each variant with its adaptive re-decode step switched off, side by side")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -370,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dalston-bench-realtime-"))
     engines = assets.engines_tree(work)
+    if args.fixed_step:
+        variants = [v for variant in variants for v in (variant, fixed_step_variant(engines, variant))]
     models = work / "models"
     keys = work / "keys.txt"
     keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
