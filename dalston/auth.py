@@ -41,10 +41,6 @@ class KeyStore:
         self._digests = tuple(sorted(set(digests)))
 
     @classmethod
-    def from_hashes(cls, digests: Iterable[str]) -> KeyStore:
-        return cls(digests)
-
-    @classmethod
     def from_file(cls, path: str | Path) -> KeyStore:
         path = Path(path)
         try:

@@ -1,4 +1,5 @@
-"""Find every engine variant file, validate it, cross-check the set, and index it by engine id.
+"""Find every engine variant file, validate it, cross-check the set, index it by engine id, and say
+which engine id a client's `model` name (an id or an alias from `engines/aliases.yaml`) means.
 
 The catalog is the Python reader's view of `engines/`: `nix/variants.nix` discovers the same files
 by the same rules (`engines/<stage>/<family>/variants/<size>.yaml`, or `engine.yaml` for a family
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from dalston.spec import SCHEMA_VERSION, EngineSpec
 from dalston.yamlsubset import LoadedYaml, YamlSubsetError, load_yaml
 
 ENGINES_DIR_ENV = "DALSTON_ENGINES_DIR"
+_ALIAS = re.compile(r"^[a-z][a-z0-9.-]*[a-z0-9]$")
 
 
 def default_root() -> Path:
@@ -157,6 +160,40 @@ def _location_problems(path: Path, root: Path, spec: EngineSpec, loaded: LoadedY
     return problems
 
 
+# ------------------------------------------------------------------ model names
+class ModelNotFound(LookupError):
+    """The requested model is neither an engine id nor an alias; the message lists what is known."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        super().__init__(f"model '{name}' not found; known models: {', '.join(known)}")
+        self.name = name
+        self.known = known
+
+
+def load_aliases(path: Path, engine_ids: set[str]) -> tuple[dict[str, str], list[Problem]]:
+    """Read `alias: engine-id` pairs; every target must be a known id and no alias may shadow an id."""
+    if not path.exists():
+        return {}, []
+    shown = display_path(path)
+    try:
+        loaded = load_yaml(path.read_text(encoding="utf-8"), shown)
+    except YamlSubsetError as exc:
+        return {}, [Problem(shown, exc.line, "", exc.message)]
+    aliases: dict[str, str] = {}
+    problems: list[Problem] = []
+    for alias, target in loaded.data.items():
+        line = loaded.line_of((alias,))
+        if not _ALIAS.match(alias):
+            problems.append(Problem(shown, line, alias, "alias must match ^[a-z][a-z0-9.-]*[a-z0-9]$"))
+        elif not isinstance(target, str) or target not in engine_ids:
+            problems.append(Problem(shown, line, alias, f"points at unknown engine id {target!r}"))
+        elif alias in engine_ids:
+            problems.append(Problem(shown, line, alias, "shadows an engine id of the same name"))
+        else:
+            aliases[alias] = target
+    return aliases, problems
+
+
 class Catalog:
     """All engine variants under one root, by id, plus the model aliases."""
 
@@ -168,8 +205,6 @@ class Catalog:
     @classmethod
     def scan(cls, root: Path | None = None, *, allow_unpinned: bool = False) -> tuple[Catalog, list[Problem]]:
         """Load what is valid and collect every problem (what `validate_engine --all` reports)."""
-        from dalston.models import load_aliases  # aliases are the registry's data; avoid an import cycle
-
         root = (root or default_root()).resolve()
         engines: dict[str, CatalogEntry] = {}
         problems: list[Problem] = []
@@ -225,3 +260,29 @@ class Catalog:
 
     def dumps(self) -> str:
         return json.dumps(self.to_json(), indent=2, sort_keys=True) + "\n"
+
+
+@dataclass(frozen=True)
+class ModelRegistry:
+    """Engine ids and aliases; `resolve` maps either to the engine id that serves it.
+
+    A model id is an engine id (no indirection), plus a few friendly aliases kept in one data file,
+    `engines/aliases.yaml`: a new variant file is a new model with no code change.
+    """
+
+    engine_ids: tuple[str, ...]
+    aliases: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_catalog(cls, catalog: Catalog) -> ModelRegistry:
+        return cls(engine_ids=tuple(catalog.engines), aliases=dict(catalog.aliases))
+
+    def resolve(self, name: str) -> str:
+        if name in self.engine_ids:
+            return name
+        if name in self.aliases:
+            return self.aliases[name]
+        raise ModelNotFound(name, list(self.engine_ids))
+
+    def aliases_for(self, engine_id: str) -> list[str]:
+        return sorted(a for a, target in self.aliases.items() if target == engine_id)

@@ -19,8 +19,7 @@ import sys
 from pathlib import Path
 
 from dalston import devices
-from dalston.catalog import Catalog, SpecInvalid
-from dalston.models import ModelNotFound, ModelRegistry
+from dalston.catalog import Catalog, ModelNotFound, ModelRegistry, SpecInvalid
 from dalston.weights import WeightsError, check_weights, weights_dir
 
 VERSIONED = ("dalston", "ctranslate2", "faster-whisper", "torch", "nemo-toolkit", "numpy", "av")

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from dalston.catalog import Catalog, CatalogEntry, SpecInvalid
-from dalston.models import ModelNotFound, ModelRegistry
+from dalston.catalog import ModelNotFound, ModelRegistry
 from dalston.weights import (
     MIRROR_ENV,
     MODEL_DIR_ENV,

@@ -231,8 +231,8 @@ async def stream_audio_openai(
 
 
 # Errors after which an OpenAI session is closed by the server (the others leave it open).
-_FATAL = {"unauthorized", "model_not_served", "too_many_sessions", "idle_timeout", "not_ready", "internal_error",
-          "audio_too_long", "unsupported_intent", "shutting_down"}
+_FATAL = {"missing_api_key", "invalid_api_key", "forbidden_credential", "model_not_found", "too_many_sessions",
+          "idle_timeout", "model_not_ready", "shutting_down", "internal_error", "audio_too_long", "unsupported_intent"}
 
 
 def _resample(samples: np.ndarray, rate: int) -> np.ndarray:

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     from dalston.catalog import Catalog, SpecInvalid
     from dalston.engine_sdk import EngineLoadError, TranscribeOptions, UnsupportedOption, create_engine
     from dalston.formats import render
-    from dalston.models import ModelNotFound, ModelRegistry
+    from dalston.catalog import ModelNotFound, ModelRegistry
     from dalston.weights import WeightsError, check_weights, weights_dir
 
     try:

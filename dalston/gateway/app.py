@@ -14,7 +14,7 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,18 +24,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from dalston.admission import authenticate, bearer_token, resolve_model
 from dalston.auth import KeyStore, hash_key
-from dalston.catalog import Catalog
+from dalston.catalog import Catalog, ModelRegistry
 from dalston.console import console_routes
 from dalston.gateway import proxy
 from dalston.gateway.instances import InstanceRegistry, make_registry
 from dalston.gateway.metrics import GatewayMetrics, RegistryCollector
 from dalston.gateway.sniff import SniffError, sniff_model
+from dalston.errors import ApiError, openai_error
 from dalston.jobs.routes import job_routes
 from dalston.model_card import card_fields
-from dalston.models import ModelNotFound, ModelRegistry
 from dalston.registration import spec_digest
-from dalston.server.errors import openai_error
 
 log = logging.getLogger("dalston.gateway")
 
@@ -68,7 +68,6 @@ class GatewayState:
     instances: InstanceRegistry
     metrics: GatewayMetrics
     client: httpx.AsyncClient | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def create(cls, config: GatewayConfig) -> GatewayState:
@@ -89,35 +88,19 @@ class GatewayState:
 
 # --- auth -------------------------------------------------------------------------------------
 
-def bearer(headers: Any) -> str | None:
-    value = headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-
-
-def client_auth_error(state: GatewayState, token: str | None) -> Response | None:
-    """None if the client key is good (or auth is off), else the 401 to send."""
-    if state.config.keys is None:
-        return None
-    if token is None:
-        return openai_error(401, "missing API key: send 'Authorization: Bearer dk_...'",
-                            "invalid_request_error", "missing_api_key")
-    if not state.config.keys.check(token):
-        return openai_error(401, "invalid API key", "invalid_request_error", "invalid_api_key")
-    return None
-
-
 def job_owner(request: Request) -> str | Response:
     """Who owns the jobs this request may see: the key's SHA-256 digest (`anonymous` with auth off)."""
     state: GatewayState = request.app.state.gateway
-    token = bearer(request.headers)
-    if (denied := client_auth_error(state, token)) is not None:
-        return denied
+    try:
+        authenticate(state.config.keys, request.headers)
+    except ApiError as exc:
+        return exc.response()
+    token = bearer_token(request.headers)
     return hash_key(token) if token is not None and state.config.keys is not None else "anonymous"
 
 
 def internal_auth_error(state: GatewayState, request: Request) -> Response | None:
-    token = bearer(request.headers) or ""
+    token = bearer_token(request.headers) or ""
     if not hmac.compare_digest(token.encode(), state.config.internal_token.encode()):
         return openai_error(401, "missing or wrong internal token (DALSTON_INTERNAL_TOKEN) for engine registration",
                             "invalid_request_error", "invalid_internal_token")
@@ -125,17 +108,6 @@ def internal_auth_error(state: GatewayState, request: Request) -> Response | Non
 
 
 # --- model routing ----------------------------------------------------------------------------
-
-def resolve(state: GatewayState, name: str | None) -> str | Response:
-    """The engine id for `name`, or the error response (400 missing, 404 unknown)."""
-    if not name:
-        return openai_error(400, "missing 'model': send it as a form field (before the file) or as ?model=<id>",
-                            "invalid_request_error", "missing_model", param="model")
-    try:
-        return state.models.resolve(name)
-    except ModelNotFound as exc:
-        return openai_error(404, str(exc), "invalid_request_error", "model_not_found", param="model")
-
 
 def no_instance(state: GatewayState, engine_id: str) -> Response:
     response = openai_error(503, f"model '{engine_id}' has no live engine instance; start one with "
@@ -148,8 +120,7 @@ def no_instance(state: GatewayState, engine_id: str) -> Response:
 async def audio_route(request: Request) -> Response:
     """POST /v1/audio/transcriptions and /translations: route by model, stream the upload through."""
     state: GatewayState = request.app.state.gateway
-    if (denied := client_auth_error(state, bearer(request.headers))) is not None:
-        return denied
+    authenticate(state.config.keys, request.headers)
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > state.config.max_upload_bytes:
         return _too_large(state)
@@ -162,9 +133,7 @@ async def audio_route(request: Request) -> Response:
         except SniffError as exc:
             return openai_error(exc.status, exc.message, "invalid_request_error", exc.code)
         name, prefix, stream = sniffed.model, sniffed.prefix, sniffed.rest
-    engine_id = resolve(state, name)
-    if isinstance(engine_id, Response):
-        return engine_id
+    engine_id = resolve_model(state.models, name)
     return await proxy.forward_http(request, state, engine_id, prefix, stream)
 
 
@@ -185,18 +154,14 @@ def model_json(state: GatewayState, engine_id: str) -> dict[str, Any]:
 
 async def list_models(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    if (denied := client_auth_error(state, bearer(request.headers))) is not None:
-        return denied
+    authenticate(state.config.keys, request.headers)
     return JSONResponse({"object": "list", "data": [model_json(state, i) for i in state.config.catalog.engines]})
 
 
 async def get_model(request: Request) -> Response:
     state: GatewayState = request.app.state.gateway
-    if (denied := client_auth_error(state, bearer(request.headers))) is not None:
-        return denied
-    engine_id = resolve(state, request.path_params["model"])
-    if isinstance(engine_id, Response):
-        return engine_id
+    authenticate(state.config.keys, request.headers)
+    engine_id = resolve_model(state.models, request.path_params["model"])
     return JSONResponse(model_json(state, engine_id))
 
 
@@ -331,6 +296,11 @@ def routes() -> list[BaseRoute]:
     ]
 
 
+async def _api_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
 def create_gateway_app(config: GatewayConfig) -> Starlette:
     state = GatewayState.create(config)
 
@@ -350,6 +320,6 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
                 await state.instances.stop()
                 state.client = None
 
-    app = Starlette(routes=routes(), lifespan=lifespan)
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={ApiError: _api_error})
     app.state.gateway = state
     return app

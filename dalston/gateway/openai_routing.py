@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
 
-from dalston.models import ModelNotFound
+from dalston.catalog import ModelNotFound
 from dalston.realtime.openai_protocol import EventIds, OpenAIError, TranscriptionSettings, error_event, session_object
 
 if TYPE_CHECKING:

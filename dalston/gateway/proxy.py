@@ -23,7 +23,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from dalston.server.errors import openai_error
+from dalston.errors import ApiError, openai_error
 from dalston.server.realtime_openai import render_error
 
 if TYPE_CHECKING:
@@ -178,14 +178,18 @@ async def realtime(websocket: WebSocket) -> None:
     import websockets
     from websockets.exceptions import ConnectionClosed
 
-    from dalston.gateway.app import bearer, client_auth_error, no_instance, resolve
+    from dalston.admission import authenticate, bearer_token, resolve_model
+    from dalston.gateway.app import no_instance
     from dalston.gateway.openai_routing import await_model
-    from dalston.server.realtime_openai import subprotocol_key, wants_beta, wants_openai
+    from dalston.server.realtime_openai import wants_beta, wants_openai
 
     state: GatewayState = websocket.app.state.gateway
-    token = bearer(websocket.headers) or subprotocol_key(websocket.scope) or websocket.query_params.get("api_key")
-    if (denied := client_auth_error(state, token)) is not None:
-        return await _deny(websocket, denied)
+    subprotocols = websocket.scope.get("subprotocols") or ()
+    try:
+        authenticate(state.config.keys, websocket.headers, websocket.query_params, subprotocols)
+    except ApiError as exc:
+        return await _deny(websocket, exc.response())
+    token = bearer_token(websocket.headers, websocket.query_params, subprotocols)
     # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
     subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
     beta = wants_beta(websocket.headers)
@@ -199,10 +203,10 @@ async def realtime(websocket: WebSocket) -> None:
         engine_id, inst, first_text = routed
         query["model"] = engine_id
     else:
-        resolved = resolve(state, query.get("model"))
-        if isinstance(resolved, Response):
-            return await _deny(websocket, resolved)
-        engine_id = resolved
+        try:
+            engine_id = resolve_model(state.models, query.get("model"))
+        except ApiError as exc:
+            return await _deny(websocket, exc.response())
         picked = state.instances.pick(engine_id)
         if picked is None:
             return await _deny(websocket, no_instance(state, engine_id))

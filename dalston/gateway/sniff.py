@@ -58,13 +58,6 @@ class Sniffed:
     prefix: list[bytes]
     rest: AsyncIterator[bytes]
 
-    async def body(self) -> AsyncIterator[bytes]:
-        """The whole original body: the buffered prefix, then the rest of the stream."""
-        for chunk in self.prefix:
-            yield chunk
-        async for chunk in self.rest:
-            yield chunk
-
 
 async def sniff_model(stream: AsyncIterator[bytes], content_type: str, max_prefix: int) -> Sniffed:
     """Read `stream` until the `model` part has ended; raise SniffError past `max_prefix` bytes."""

@@ -29,13 +29,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from dalston import formats
-from dalston.catalog import Catalog
+from dalston.catalog import Catalog, ModelNotFound, ModelRegistry
 from dalston.jobs import model as m
 from dalston.jobs.merge import transcript_from_dict
 from dalston.jobs.storage import Storage, StorageError
 from dalston.jobs.store import JobStore
-from dalston.models import ModelNotFound, ModelRegistry
-from dalston.server.errors import ApiError
+from dalston.errors import ApiError
 from dalston.shared_redis import UNAVAILABLE_ERRORS, client
 
 #: The gateway's authentication: the caller's owner id (a key digest) or the refusal to send.

@@ -91,7 +91,7 @@ class QueueWorker:
         if state.draining or not state.ready.is_set():
             return 0
         mine = len(self.consumer.active)
-        http_busy = max(0, state.gate.in_flight + state.gate.queued - mine)
+        http_busy = max(0, state.admission.used + state.admission.queued - mine)  # requests + realtime sessions
         return max(0, state.limits.max_concurrency - http_busy)
 
     async def run(self) -> None:
@@ -153,10 +153,10 @@ class QueueWorker:
                                     word_timestamps=o.word_timestamps)
         while True:
             try:
-                async with state.gate.slot():
-                    audio = await loop.run_in_executor(state.executor, decode_audio, data)
+                async with state.admission.slot():
+                    audio = await loop.run_in_executor(state.admission.executor, decode_audio, data)
                     started = time.perf_counter()
-                    transcript = await loop.run_in_executor(state.executor, state.engine.transcribe, audio.samples,
+                    transcript = await loop.run_in_executor(state.admission.executor, state.engine.transcribe, audio.samples,
                                                             options)
                     state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
                     return transcript

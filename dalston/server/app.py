@@ -27,13 +27,13 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
+from dalston.admission import authenticate, resolve_model
 from dalston.audio import AudioError, DecodedAudio, decode_audio
 from dalston.console import console_routes
 from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, TranscribeOptions, Transcript,
                                 UnsupportedOption)
+from dalston.errors import ApiError, openai_error
 from dalston.model_card import card_fields
-from dalston.models import ModelNotFound
-from dalston.server.errors import ApiError, openai_error
 from dalston.server.metrics import CONTENT_TYPE
 from dalston.server.params import parse_quality
 from dalston.server.realtime import realtime_routes
@@ -61,7 +61,7 @@ def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | Non
         routes += [Route("/v1/audio/transcriptions", _transcriptions, methods=["POST"]),
                    Route("/v1/audio/translations", _translations, methods=["POST"])]
     if isinstance(state.engine, StreamingEngine):
-        routes += realtime_routes(state, state.realtime_limits)
+        routes += realtime_routes(state)
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={ApiError: _api_error, HTTPException: _http_error, _UploadTooLarge: _too_large,
                                         Exception: _unexpected})
@@ -192,30 +192,7 @@ _KNOWN_ROUTES = frozenset({"/health", "/ready", "/metrics", "/v1/models", "/v1/c
 
 
 def _require_key(request: Request) -> None:
-    keys = _state(request).keys
-    if keys is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    token = token.strip()
-    if not header or scheme.lower() != "bearer" or not token:
-        raise ApiError(401, "missing API key: send 'Authorization: Bearer dk_...'", "missing_api_key",
-                       type_="authentication_error", headers={"WWW-Authenticate": "Bearer"})
-    if not token.startswith("dk_"):
-        raise ApiError(403, "this server accepts only dalston keys ('dk_...'); create one with `dalston keys create`",
-                       "forbidden_credential", type_="permission_error")
-    if not keys.check(token):
-        raise ApiError(401, "invalid API key", "invalid_api_key", type_="authentication_error",
-                       headers={"WWW-Authenticate": "Bearer"})
-
-
-def _require_ready(state: ServerState) -> None:
-    if state.draining:
-        raise ApiError(503, "server is shutting down; send the request to another instance", "shutting_down",
-                       headers={"Retry-After": "1"})
-    if not state.ready.is_set():
-        detail = f"model failed to load: {state.load_error}" if state.load_error else "model is still loading"
-        raise ApiError(503, f"{state.spec.id} is not ready ({detail})", "model_not_ready", headers={"Retry-After": "5"})
+    authenticate(_state(request).keys, request.headers)
 
 
 # ------------------------------------------------------------------ health, models, metrics
@@ -252,10 +229,8 @@ async def _model(request: Request) -> Response:
     _require_key(request)
     state = _state(request)
     wanted = request.path_params["model_id"]
-    for card in _model_cards(state):
-        if card["id"] == wanted:
-            return JSONResponse(card)
-    raise _not_served(state, wanted)
+    resolve_model(state.registry, wanted, served=state.spec.id)  # 404 naming the engine that serves it
+    return JSONResponse(next(card for card in _model_cards(state) if card["id"] == wanted))
 
 
 async def _capabilities(request: Request) -> Response:
@@ -266,17 +241,6 @@ async def _capabilities(request: Request) -> Response:
     body["runtime_facts"] = {**state.engine.describe(), "ready": state.ready.is_set(),
                              "max_queue": state.limits.max_queue, "max_upload_bytes": state.limits.max_upload_bytes}
     return JSONResponse(body)
-
-
-def _not_served(state: ServerState, name: str) -> ApiError:
-    served = ", ".join([state.spec.id, *state.registry.aliases_for(state.spec.id)])
-    try:
-        other = state.registry.resolve(name)
-        where = f"'{name}' is served by the {other} engine, not this one"
-    except ModelNotFound:
-        where = f"model '{name}' does not exist"
-    return ApiError(404, f"{where}; this server serves {state.spec.id} (accepted names: {served})",
-                    "model_not_found", param="model")
 
 
 # ------------------------------------------------------------------ transcription
@@ -291,7 +255,8 @@ async def _translations(request: Request) -> Response:
 async def _audio_request(request: Request, task: str) -> Response:
     state = _state(request)
     _require_key(request)
-    _require_ready(state)
+    state.require_ready()
+    state.admission.check_queue()  # a full engine says 429 before reading the upload
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(400, "send the request as multipart/form-data with a 'file' field (OpenAI audio API)",
@@ -309,7 +274,7 @@ async def _audio_request(request: Request, task: str) -> Response:
         max_seconds = float(state.spec.capabilities.max_audio_duration)
         if params.stream:
             return await _stream_response(state, upload, params, max_seconds)
-        async with state.gate.slot():
+        async with state.admission.slot():
             audio = await _decode(loop, state, upload, max_seconds)
             started = time.perf_counter()
             transcript = await _run(loop, state, lambda: state.engine.transcribe(audio.samples, params.options))
@@ -334,14 +299,14 @@ async def _form(request: Request) -> AsyncIterator[FormData]:
 async def _decode(loop: asyncio.AbstractEventLoop, state: ServerState, upload: UploadFile,
                   max_seconds: float) -> DecodedAudio:
     try:
-        return await loop.run_in_executor(state.executor, lambda: decode_audio(upload.file, max_seconds=max_seconds))
+        return await loop.run_in_executor(state.admission.executor, lambda: decode_audio(upload.file, max_seconds=max_seconds))
     except AudioError as exc:
         raise ApiError(400, exc.message, exc.code, param="file") from None
 
 
 async def _run(loop: asyncio.AbstractEventLoop, state: ServerState, call: Callable[[], Any]) -> Any:
     try:
-        return await loop.run_in_executor(state.executor, call)
+        return await loop.run_in_executor(state.admission.executor, call)
     except UnsupportedOption as exc:
         raise ApiError(400, exc.message, "unsupported_option", param=exc.param) from None
 
@@ -366,14 +331,7 @@ def _text_field(form: FormData, name: str) -> str | None:
 
 def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
     spec = state.spec
-    model = _text_field(form, "model")
-    if model:
-        try:
-            resolved = state.registry.resolve(model)
-        except ModelNotFound:
-            resolved = None
-        if resolved != spec.id:
-            raise _not_served(state, model)
+    resolve_model(state.registry, _text_field(form, "model"), served=spec.id)
 
     response_format = _text_field(form, "response_format") or "json"
     if response_format not in formats.RESPONSE_FORMATS:
@@ -437,7 +395,8 @@ async def _prepare(request: Request) -> Response:
     """Decode an upload: a JSON report (duration, channels, codec…), or `response_format=wav` for the audio."""
     state = _state(request)
     _require_key(request)
-    _require_ready(state)
+    state.require_ready()
+    state.admission.check_queue()
     engine = state.engine
     assert isinstance(engine, PrepareEngine)
     async with _form(request) as form:
@@ -450,9 +409,9 @@ async def _prepare(request: Request) -> Response:
             raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'",
                            "missing_file", param="file")
         loop = asyncio.get_running_loop()
-        async with state.gate.slot():
+        async with state.admission.slot():
             try:
-                audio = await loop.run_in_executor(state.executor, engine.prepare, upload.file)
+                audio = await loop.run_in_executor(state.admission.executor, engine.prepare, upload.file)
             except AudioError as exc:
                 raise ApiError(400, exc.message, exc.code, param="file") from None
     if response_format == "wav":
@@ -488,7 +447,7 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
     """
     loop = asyncio.get_running_loop()
     stack = contextlib.AsyncExitStack()
-    await stack.enter_async_context(state.gate.slot())
+    await stack.enter_async_context(state.admission.slot())
     try:
         audio = await _decode(loop, state, upload, max_seconds)
     except BaseException:
@@ -514,7 +473,7 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
         segments: list[Segment] = []
         verbose = params.response_format == "verbose_json"
         try:
-            worker = loop.run_in_executor(state.executor, produce)
+            worker = loop.run_in_executor(state.admission.executor, produce)
             while (item := await queue.get()) is not _DONE:
                 if isinstance(item, BaseException):
                     log.error("stream_failed engine_id=%s error=%r", state.spec.id, item)

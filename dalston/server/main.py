@@ -62,7 +62,7 @@ def _fail(message: str, code: int = 1) -> int:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format=LOG_FORMAT)
     from dalston.catalog import Catalog, SpecInvalid
-    from dalston.models import ModelNotFound, ModelRegistry
+    from dalston.catalog import ModelNotFound, ModelRegistry
     from dalston.weights import WeightsError, check_weights, weights_dir
 
     if not args.variant:
@@ -115,7 +115,7 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
     from dalston.jobs.worker import QueueConfigError, queue_worker_from
     from dalston.registration import RegistrationConfigError, registrar_for
     from dalston.server.app import create_app
-    from dalston.server.realtime import RealtimeLimits
+    from dalston.admission import RealtimeLimits
     from dalston.server.state import ServerState
 
     realtime_limits = RealtimeLimits(idle_timeout_s=args.realtime_idle_timeout) if args.realtime_idle_timeout else None
@@ -147,7 +147,7 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
             await queue.stop(timeout=args.shutdown_timeout)
             queue_task.cancel()
         registrar.stop()
-        state.executor.shutdown(wait=False, cancel_futures=True)
+        state.close()
 
     app = create_app(state, lifespan=lifespan)
     limits = connection_limits.from_arguments(args)
@@ -188,8 +188,9 @@ class _DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: Any) -> None:
         if not self.state.draining:
             self.state.draining = True
-            log.info("engine_draining engine_id=%s signal=%d in_flight=%d queued=%d", self.state.spec.id, sig,
-                     self.state.gate.in_flight, self.state.gate.queued)
+            admission = self.state.admission
+            log.info("engine_draining engine_id=%s signal=%d in_flight=%d queued=%d sessions_active=%d",
+                     self.state.spec.id, sig, admission.in_flight, admission.queued, admission.sessions_active)
             self.registrar.stop()
         super().handle_exit(sig, frame)
         # uvicorn re-raises captured signals after shutdown; a completed drain is a clean exit (status 0)

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from dalston.formats import WORD_TIMED_FORMATS
 from dalston.segmenting import CueLimits
-from dalston.server.errors import ApiError
+from dalston.errors import ApiError
 
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 

@@ -7,9 +7,12 @@ protocol renders them (`dalston.realtime.native_protocol`, `dalston.realtime.ope
 
 Native: one connection is one session. The client sends a JSON `session.config`, then binary audio frames,
 then `{"type": "session.end"}` (or just closes); the server answers with JSON events. Each session
-owns a `StreamingSession` from the engine; its audio is handed to a worker task that runs
-`accept` / `finish` on a thread pool sized to `capabilities.max_concurrency`, strictly in order,
-so a slow decode never blocks the event loop (other sessions, `/health`) and never reorders events.
+owns a `StreamingSession` from the engine and holds one slot of the server's `Admission` budget
+(shared with batch requests) for its whole life; its audio is handed to a worker task that runs
+`accept` / `finish` on the admission executor, strictly in order, so a slow decode never blocks the
+event loop (other sessions, `/health`) and never reorders events. Auth, model and readiness checks
+are the HTTP routes' own (`dalston.admission`), and their `ApiError` becomes an `error` event with
+the same `code` and a close code from `dalston.errors.CLOSE_CODES`.
 
 WHY every refusal accepts first and then closes with a 4xxx code: a WebSocket closed before the
 handshake completes reaches the client as a bare HTTP 403, which cannot say *why*; after accepting,
@@ -24,7 +27,6 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +34,11 @@ import numpy as np
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dalston.engine_sdk import SAMPLE_RATE, Final, StreamEvent, StreamingEngine, StreamingSession
+from dalston.admission import SessionSlot, authenticate, resolve_model
+from dalston.audio import SAMPLE_RATE
+from dalston.engine_sdk import Final, StreamEvent, StreamingEngine, StreamingSession
 from dalston.engine_sdk.events import SessionDraining
+from dalston.errors import ApiError
 from dalston.realtime import native_protocol
 from dalston.realtime.openai_protocol import OpenAIError
 from dalston.server.realtime_audio import AudioConverter, InvalidFrame
@@ -43,41 +48,27 @@ from dalston.server.realtime_openai import (
     is_openai_event,
     render_draining,
     render_error,
-    subprotocol_key,
     wants_beta,
     wants_openai,
 )
+from dalston.server.state import ServerState
 
 log = logging.getLogger("dalston.realtime")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001  # drained after SIGTERM: finals for what was received were sent (realtime_drain)
-CLOSE_UNAUTHORIZED = 4001
-CLOSE_FORBIDDEN_MODEL = 4003
-CLOSE_TOO_MANY_SESSIONS = 4029
 CLOSE_BAD_MESSAGE = 4400
 CLOSE_IDLE_TIMEOUT = 4408
 CLOSE_INTERNAL = 4500
-CLOSE_NOT_READY = 4503
 
 ENCODINGS = {"pcm16": 2, "float32": 4}  # bytes per sample (native protocol)
 SAMPLE_RATES = (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000)
-DEFAULT_MAX_FRAME_BYTES = 1 << 20
-DEFAULT_IDLE_TIMEOUT_S = 30.0
 _QUEUE_FRAMES = 256  # backpressure: stop reading the socket when this many frames wait for decode
 #: A new session that finds every slot taken waits this long for one to be freed before 4029. WHY:
 #: a client that drops and reconnects at once can reach the server before the dropped session's
 #: task has run on its disconnect (tens of ms on a loaded CPU); the slot is freed at that moment,
 #: and the waiting session takes it then instead of being refused.
 SLOT_WAIT_S = 1.0
-
-
-@dataclass(frozen=True)
-class RealtimeLimits:
-    """Per-server limits; `dalston serve --realtime-idle-timeout` sets `idle_timeout_s`."""
-
-    idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
-    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
 
 
 class ProtocolError(Exception):
@@ -133,77 +124,16 @@ def _parse_json(text: str) -> dict[str, Any]:
     return message
 
 
-class _Slots:
-    """Counts open sessions; `capabilities.max_concurrency` is the limit (no queue: realtime can't wait)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.active = 0
-        self._freed = asyncio.Event()
-
-    async def acquire(self, wait_s: float = SLOT_WAIT_S) -> bool:
-        """A slot now, or as soon as one is freed within `wait_s`; False when none was."""
-        loop = asyncio.get_running_loop()
-        until = loop.time() + wait_s
-        while self.active >= self.limit:
-            self._freed.clear()
-            try:
-                await asyncio.wait_for(self._freed.wait(), max(0.0, until - loop.time()))
-            except asyncio.TimeoutError:
-                return False
-        self.active += 1
-        return True
-
-    def release(self) -> None:
-        self.active -= 1
-        self._freed.set()
-
-
-def _bearer(websocket: WebSocket) -> str | None:
-    """The key from `Authorization: Bearer`, the OpenAI browser subprotocol offer, or `?api_key=`."""
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return subprotocol_key(websocket.scope) or websocket.query_params.get("api_key")
-
-
-def _is_ready(state: Any) -> bool:
-    """Loaded and not draining (SIGTERM): a draining server finishes open sessions but takes no new one."""
-    if getattr(state, "draining", False):
-        return False
-    ready = getattr(state, "ready", True)
-    if hasattr(ready, "is_set"):
-        return bool(ready.is_set())
-    return bool(ready() if callable(ready) else ready)
-
-
-def _served_ids(state: Any) -> set[str]:
-    spec = state.spec
-    ids = {spec.id}
-    registry = getattr(state, "registry", None)
-    if registry is not None and hasattr(registry, "aliases_for"):
-        try:
-            ids.update(registry.aliases_for(spec.id))
-        except Exception:  # an alias table problem must not make the model unreachable by its id
-            pass
-    return ids
-
-
-def realtime_routes(state: Any, limits: RealtimeLimits | None = None) -> list[BaseRoute]:
-    """The `/v1/realtime` WebSocket route for a server whose engine is a `StreamingEngine`.
-
-    `state` is the server's `ServerState` (spec, engine, registry, keys, ready). Limits default to
-    `state.realtime_limits` when the server set one (from `--realtime-idle-timeout`).
-    """
-    limits = limits or getattr(state, "realtime_limits", None) or RealtimeLimits()
-    slots = _Slots(state.spec.capabilities.max_concurrency)
-    executor = ThreadPoolExecutor(max_workers=state.spec.capabilities.max_concurrency, thread_name_prefix="realtime")
+def realtime_routes(state: ServerState) -> list[BaseRoute]:
+    """The `/v1/realtime` WebSocket route for a server whose engine is a `StreamingEngine`."""
+    engine = state.engine
+    assert isinstance(engine, StreamingEngine), f"{state.spec.id} has no realtime engine"
 
     async def endpoint(websocket: WebSocket) -> None:
         # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
         subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
         await websocket.accept(subprotocol=subprotocol)
-        handler = _SessionHandler(websocket, state, limits, slots, executor)
+        handler = _SessionHandler(websocket, state, engine)
         if wants_openai(websocket.query_params, websocket.headers, subprotocol):
             handler.protocol = "openai"
         await handler.run()
@@ -212,21 +142,20 @@ def realtime_routes(state: Any, limits: RealtimeLimits | None = None) -> list[Ba
 
 
 class _SessionHandler:
-    def __init__(self, websocket: WebSocket, state: Any, limits: RealtimeLimits, slots: _Slots,
-                 executor: ThreadPoolExecutor) -> None:
+    def __init__(self, websocket: WebSocket, state: ServerState, engine: StreamingEngine) -> None:
         self.ws = websocket
         self.state = state
-        self.limits = limits
-        self.slots = slots
-        self.executor = executor
+        self.engine = engine
+        self.limits = state.realtime_limits
+        self.executor = state.admission.executor
         self.session_id = "rt_" + uuid.uuid4().hex[:16]
         self._send_lock = asyncio.Lock()
         self._closed = False
-        self._holds_slot = False
+        self._slot: SessionSlot | None = None
         self.audio_seconds = 0.0
         self.finals = 0
         self.protocol = "native"  # or "openai": decides how errors and events are rendered
-        self.served: set[str] = set()  # ids and aliases of the model this server serves
+        self.served = {state.spec.id, *state.registry.aliases_for(state.spec.id)}  # names of this server's model
         self._began = False  # the protocol's first event (session.begin / session.created) was sent
         self._drain_deadline: float | None = None  # event-loop time; set when the server drains
         self._expired = asyncio.Event()  # the drain deadline passed: stop reading, flush, close 1001
@@ -248,9 +177,8 @@ class _SessionHandler:
         WHY before the close frame goes out: a client that has seen its session close may reconnect
         at once, and must not be refused with 4029 by a slot that is only released afterwards.
         """
-        if self._holds_slot:
-            self._holds_slot = False
-            self.slots.release()
+        if self._slot is not None:
+            self._slot.release()
 
     async def fail(self, code: str, message: str, close_code: int) -> None:
         self.release_slot()
@@ -294,37 +222,19 @@ class _SessionHandler:
     # -------------------------------------------------------------- session
     async def run(self) -> None:
         spec = self.state.spec
-        keys = getattr(self.state, "keys", None)
-        if keys is not None:
-            token = _bearer(self.ws)
-            if not token or not keys.check(token):
-                await self.fail("unauthorized", "missing or invalid API key (Authorization: Bearer dk_... or ?api_key=)",
-                                CLOSE_UNAUTHORIZED)
-                return
-        intent = self.ws.query_params.get("intent")
-        if intent is not None and intent != "transcription":
-            await self.fail("unsupported_intent", f"intent={intent!r}: dalston serves transcription sessions only "
-                            "(?intent=transcription)", CLOSE_BAD_MESSAGE)
+        ws = self.ws
+        try:
+            authenticate(self.state.keys, ws.headers, ws.query_params, ws.scope.get("subprotocols", ()))
+            intent = ws.query_params.get("intent")
+            if intent is not None and intent != "transcription":
+                raise ApiError(400, f"intent={intent!r}: dalston serves transcription sessions only "
+                                    "(?intent=transcription)", "unsupported_intent", param="intent")
+            resolve_model(self.state.registry, ws.query_params.get("model"), served=spec.id)
+            self.state.require_ready()
+            self._slot = await self.state.admission.open_session(wait_s=SLOT_WAIT_S)
+        except ApiError as exc:
+            await self.fail(exc.code, exc.message, exc.close_code)
             return
-        model = self.ws.query_params.get("model") or spec.id
-        self.served = _served_ids(self.state)
-        if model not in self.served:
-            await self.fail("model_not_served", f"model {model!r} is not served here; this server serves {spec.id!r}",
-                            CLOSE_FORBIDDEN_MODEL)
-            return
-        if getattr(self.state, "draining", False):
-            await self.fail("shutting_down", "server is shutting down; open the session on another instance",
-                            CLOSE_NOT_READY)
-            return
-        if not _is_ready(self.state) or not isinstance(getattr(self.state, "engine", None), StreamingEngine):
-            await self.fail("not_ready", "the engine is not ready yet; retry shortly", CLOSE_NOT_READY)
-            return
-        if not await self.slots.acquire():
-            await self.fail("too_many_sessions",
-                            f"{self.slots.limit} realtime session(s) already open (capabilities.max_concurrency); retry later",
-                            CLOSE_TOO_MANY_SESSIONS)
-            return
-        self._holds_slot = True
         started = time.monotonic()
         sessions = self.state.sessions
         try:
@@ -394,7 +304,7 @@ class _SessionHandler:
         config = parse_session_config(first["text"], spec.capabilities.languages)
         converter = AudioConverter(config.sample_rate, config.encoding)
         loop = asyncio.get_running_loop()
-        session: StreamingSession = await loop.run_in_executor(self.executor, self.state.engine.open_session, config.language)
+        session: StreamingSession = await loop.run_in_executor(self.executor, self.engine.open_session, config.language)
         await self.send({"type": "session.begin", "session_id": self.session_id, "model": spec.id,
                          "sample_rate": config.sample_rate, "encoding": config.encoding, "language": config.language,
                          "model_sample_rate": SAMPLE_RATE, "max_frame_bytes": self.limits.max_frame_bytes,

@@ -53,20 +53,6 @@ def wants_openai(query: Any, headers: Any, subprotocol: str | None) -> bool:
     return "intent" in query or subprotocol == "realtime" or "realtime" in headers.get("openai-beta", "")
 
 
-SUBPROTOCOL_KEY = "openai-insecure-api-key."
-
-
-def subprotocol_key(scope: Any) -> str | None:
-    """The key in OpenAI's browser subprotocol offer `realtime, openai-insecure-api-key.<key>`.
-
-    TODO(admission, issue 10): fold into the one `authenticate(headers, query, subprotocols)`.
-    """
-    for offer in scope.get("subprotocols") or ():
-        if offer.startswith(SUBPROTOCOL_KEY):
-            return str(offer[len(SUBPROTOCOL_KEY):])
-    return None
-
-
 def wants_beta(headers: Any) -> bool:
     """The beta SDK client sends `OpenAI-Beta: realtime=v1`: answer with beta event names from the start."""
     return "realtime=v1" in headers.get("openai-beta", "")
@@ -84,7 +70,8 @@ def is_openai_event(text: str | None) -> bool:
 def render_error(code: str, message: str) -> dict[str, Any]:
     """A fatal refusal (unauthorized, too many sessions, ...) as an OpenAI `error` event."""
     return error_event(_IDS, OpenAIError(code, message, error_type="invalid_request_error"
-                                         if code not in ("internal_error", "not_ready") else "server_error"))
+                                         if code not in ("internal_error", "model_not_ready", "shutting_down")
+                                         else "server_error"))
 
 
 def render_draining(event: SessionDraining) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Everything one engine server holds: the variant, its engine, keys, limits, metrics and readiness.
+"""Everything one engine server holds: the variant, its engine, keys, its `Admission`, metrics and readiness.
 
 The model loads in a background thread so `/health` answers at once and `/ready` says 503 until the
 weights are in memory (orchestrators then route traffic only to warm replicas).
@@ -10,17 +10,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dalston.admission import Admission, Limits, RealtimeLimits
 from dalston.auth import KeyStore
-from dalston.catalog import CatalogEntry
+from dalston.catalog import CatalogEntry, ModelRegistry
 from dalston.engine_sdk import Engine, StreamingEngine, create_engine
-from dalston.models import ModelRegistry
-from dalston.server.limits import InferenceGate, Limits
+from dalston.errors import ApiError
 from dalston.server.metrics import ServerMetrics
-from dalston.server.realtime import RealtimeLimits
 from dalston.server.realtime_drain import OpenSessions
 from dalston.spec import EngineSpec
 
@@ -37,22 +35,19 @@ class ServerState:
     keys: KeyStore | None  # None only with --insecure-no-auth
     limits: Limits
     weights_dir: Path
-    realtime_limits: RealtimeLimits | None = None
+    realtime_limits: RealtimeLimits = field(default_factory=RealtimeLimits)
     ready: threading.Event = field(default_factory=threading.Event)
     load_error: str | None = None
     draining: bool = False
     sessions: OpenSessions = field(default_factory=OpenSessions)  # realtime sessions, drained on SIGTERM
-    gate: InferenceGate = field(init=False)
+    admission: Admission = field(init=False)
     metrics: ServerMetrics = field(init=False)
-    executor: ThreadPoolExecutor = field(init=False)
 
     def __post_init__(self) -> None:
-        self.gate = InferenceGate(self.limits)
-        self.metrics = ServerMetrics(self.spec.id, lambda: self.gate.in_flight, lambda: self.gate.queued)
+        self.admission = Admission(self.limits)
+        self.metrics = ServerMetrics(self.spec.id, self.admission)
         if isinstance(self.engine, StreamingEngine):
             self.engine.batch_observer = self.metrics.realtime_batch_size.observe
-        # decode + inference workers; the gate, not the pool, bounds how many run
-        self.executor = ThreadPoolExecutor(max_workers=self.limits.max_concurrency + 1, thread_name_prefix="infer")
 
     @property
     def spec(self) -> EngineSpec:
@@ -65,7 +60,21 @@ class ServerState:
         concurrency = entry.spec.capabilities.max_concurrency
         limits = Limits(max_concurrency=concurrency, max_queue=4 * concurrency if max_queue is None else max_queue,
                         max_upload_bytes=max_upload_bytes)
-        return cls(entry, create_engine(entry), registry, keys, limits, weights_dir, realtime_limits)
+        return cls(entry, create_engine(entry), registry, keys, limits, weights_dir, realtime_limits or RealtimeLimits())
+
+    def close(self) -> None:
+        """Release what outlives requests (the executor); the server's lifespan calls it on shutdown."""
+        self.admission.shutdown()
+
+    def require_ready(self) -> None:
+        """503 unless loaded and not draining: after SIGTERM open work finishes but nothing new starts."""
+        if self.draining:
+            raise ApiError(503, "server is shutting down; send the request to another instance", "shutting_down",
+                           headers={"Retry-After": "1"})
+        if not self.ready.is_set():
+            detail = f"model failed to load: {self.load_error}" if self.load_error else "model is still loading"
+            raise ApiError(503, f"{self.spec.id} is not ready ({detail})", "model_not_ready",
+                           headers={"Retry-After": "5"})
 
     def load(self) -> None:
         """Load the weights (blocking), then mark ready and log `engine_registered`."""

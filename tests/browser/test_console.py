@@ -188,7 +188,7 @@ def test_errors_in_plain_words(cluster, chromium, tmp_path):
     (400, "unsupported_language", None, "This model does not know that language."),
 ])
 def test_every_documented_refusal_has_a_sentence(cluster, chromium, status, code, retry_after, sentence):
-    from dalston.server.errors import ApiError
+    from dalston.errors import ApiError
 
     body = ApiError(status, f"server words for {code}", code).response().body.decode()
     console = driver.ConsolePage.open(chromium, cluster.gateway.url)

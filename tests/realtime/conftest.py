@@ -21,10 +21,9 @@ import pytest
 from dalston.catalog import Catalog, CatalogEntry
 from dalston.commands.stream import load_audio_16k
 from dalston.engine_sdk import StreamingEngine, create_engine
-from dalston.models import ModelRegistry
+from dalston.catalog import ModelRegistry
 from dalston.server.app import create_app
-from dalston.server.limits import Limits
-from dalston.server.realtime import RealtimeLimits
+from dalston.admission import Limits, RealtimeLimits
 from dalston.server.state import ServerState
 from tests.fixtures import assets
 from tests.fixtures.serving import serve_app
@@ -60,7 +59,7 @@ def server_state(loaded: Loaded, *, keys: Any = None, limits: RealtimeLimits | N
     concurrency = loaded.spec.capabilities.max_concurrency
     state = ServerState(loaded.entry, loaded.engine, loaded.registry, keys,
                         Limits(max_concurrency=concurrency, max_queue=4 * concurrency, max_upload_bytes=1 << 30),
-                        loaded.weights_dir, limits)
+                        loaded.weights_dir, limits or RealtimeLimits())
     if ready:
         state.ready.set()
     return state
@@ -73,7 +72,7 @@ def serve_state(state: ServerState) -> Iterator[str]:
         with serve_app(create_app(state)) as url:
             yield url
     finally:
-        state.executor.shutdown(wait=False, cancel_futures=True)
+        state.close()
 
 
 @pytest.fixture(scope="session")

@@ -62,7 +62,7 @@ def check_item_order(run: OpenAIRun, *, vad: bool = True) -> None:
 @pytest.fixture(scope="module")
 def tiny_base(tiny_engine: Loaded) -> Any:
     """One tiny.en server for this module (auth on: dk_test), idle timeout 5 s."""
-    from dalston.server.realtime import RealtimeLimits
+    from dalston.admission import RealtimeLimits
     from tests.fixtures.serving import write_keys_file
 
     import tempfile
@@ -235,11 +235,11 @@ def test_bad_input_then_the_session_keeps_working(name: str, messages: list[Any]
 
 
 @pytest.mark.parametrize("name,query,subprotocols,headers,code,close", [
-    ("no key", "intent=transcription", None, None, "unauthorized", 4001),
+    ("no key", "intent=transcription", None, None, "missing_api_key", 4001),
     ("wrong subprotocol key", "intent=transcription", ["realtime", "openai-insecure-api-key.dk_wrong"], None,
-     "unauthorized", 4001),
+     "invalid_api_key", 4001),
     ("conversation intent", "intent=conversation", None, AUTH, "unsupported_intent", 4400),
-    ("model this server lacks", "intent=transcription&model=whisper-base", None, AUTH, "model_not_served", 4003),
+    ("model this server lacks", "intent=transcription&model=whisper-base", None, AUTH, "model_not_found", 4004),
 ])
 def test_refused_sessions(name: str, query: str, subprotocols: Any, headers: Any, code: str, close: int,
                           tiny_base: str, clip_audio: Any) -> None:

@@ -19,7 +19,7 @@ import websockets
 
 from dalston.auth import KeyStore, hash_key, new_key
 from dalston.commands.stream import realtime_url, stream_audio, to_pcm16
-from dalston.server.realtime import RealtimeLimits
+from dalston.admission import RealtimeLimits
 from tests.fixtures import assets
 from tests.realtime.conftest import Loaded, serve_state, server_state
 
@@ -115,7 +115,7 @@ def test_idle_timeout(tiny_url: str, tiny_engine: Loaded, clip_audio: Any) -> No
 def test_forbidden_model(tiny_url: str, tiny_engine: Loaded, clip_audio: Any) -> None:
     spec = tiny_engine.spec
     events, close_code = asyncio.run(exchange(realtime_url(tiny_url, "whisper-base"), [CONFIG]))
-    assert error_of(events) == "model_not_served" and close_code == 4003
+    assert error_of(events) == "model_not_found" and close_code == 4004
     assert_healthy(tiny_url, spec.id, clip_audio)
 
 
@@ -174,7 +174,7 @@ def test_not_ready(tiny_engine: Loaded, realtime_server: Any) -> None:
     spec = tiny_engine.spec
     base = realtime_server(tiny_engine, ready=False)
     events, close_code = asyncio.run(exchange(realtime_url(base, spec.id), [CONFIG]))
-    assert error_of(events) == "not_ready" and close_code == 4503
+    assert error_of(events) == "model_not_ready" and close_code == 4503
 
 
 def test_draining_server_takes_no_new_session(tiny_engine: Loaded, clip_audio: Any) -> None:
@@ -220,16 +220,19 @@ def test_bad_clients_leave_a_running_session_alone(tiny_engine: Loaded, realtime
 
 
 def test_api_key_required(tiny_engine: Loaded, realtime_server: Any, tmp_path: Any, clip_audio: Any) -> None:
-    """No key, a wrong header key and a wrong ?api_key= all get 4001; the right key works both ways."""
+    """No key, a wrong header key and a wrong ?api_key= all get 4001 (the HTTP API's codes); the right key
+    works by header, by ?api_key= and by the `openai-insecure-api-key.<key>` subprotocol."""
     key = new_key()
     keys_file = tmp_path / "keys"
     keys_file.write_text(hash_key(key) + "\n")
     spec = tiny_engine.spec
     base = realtime_server(tiny_engine, keys=KeyStore.from_file(keys_file))
     url = realtime_url(base, spec.id)
-    for headers, query_key in ((None, None), ({"Authorization": "Bearer dk_wrong"}, None), (None, "dk_wrong")):
+    for headers, query_key, code in ((None, None, "missing_api_key"),
+                                     ({"Authorization": "Bearer dk_wrong"}, None, "invalid_api_key"),
+                                     (None, "dk_wrong", "invalid_api_key")):
         events, close_code = asyncio.run(exchange(realtime_url(base, spec.id, query_key), [CONFIG], headers=headers))
-        assert error_of(events) == "unauthorized" and close_code == 4001
+        assert error_of(events) == code and close_code == 4001
     short = clip_audio("beckett.wav")[: 16000 * 3]
     by_header = asyncio.run(stream_audio(url, short, api_key=key, language="en"))
     by_query = asyncio.run(stream_audio(realtime_url(base, spec.id, key), short, language="en"))

@@ -65,7 +65,7 @@ def test_bad_invocations_fail_with_one_clear_line(case: str, served: str, tmp_pa
             "not audio": [str(_text_file(tmp_path)), "--model", "x", "--url", served],
             "nothing listening": [clip, "--model", "x", "--url", "ws://127.0.0.1:9"],
             "bad chunk size": [clip, "--model", "x", "--url", served, "--chunk-ms", "0"]}[case]
-    expected = {"wrong key": "unauthorized", "unknown model": "model_not_served", "missing file": "no such file",
+    expected = {"wrong key": "invalid_api_key", "unknown model": "model_not_found", "missing file": "no such file",
                 "not audio": "cannot decode audio", "nothing listening": "cannot reach",
                 "bad chunk size": "--chunk-ms"}[case]
     done = dalston_stream(*args)

@@ -118,4 +118,4 @@ def test_server_still_serves_after_the_table(client, base_server):
     response = post_audio(client, assets.speech_clip("beckett"))
     assert response.status_code == 200
     assert assets.normalize_words(response.json()["text"]) == assets.reference_words("beckett")
-    assert base_server.state.gate.in_flight == 0 and base_server.state.gate.queued == 0
+    assert base_server.state.admission.in_flight == 0 and base_server.state.admission.queued == 0

@@ -95,7 +95,7 @@ def test_serve_logs_registration_then_drains_in_flight_on_sigterm(engines_with_t
         worker = threading.Thread(target=long_request)
         worker.start()
         deadline = time.monotonic() + 30
-        while "dalston_in_flight 1.0" not in httpx.get(base + "/metrics").text:
+        while "dalston_requests_in_flight 1.0" not in httpx.get(base + "/metrics").text:
             assert time.monotonic() < deadline and worker.is_alive()
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)

@@ -34,7 +34,7 @@ def test_parallel_requests_never_exceed_max_concurrency(tiny_server):
     clip = assets.speech_clip("two_cities").read_bytes()
     limit = tiny_server.state.limits.max_concurrency
     assert limit == 2
-    tiny_server.state.gate.peak_in_flight = 0
+    tiny_server.state.admission.peak_used = 0
     health_latencies: list[float] = []
     in_flight_samples: list[float] = []
     stop = threading.Event()
@@ -46,7 +46,7 @@ def test_parallel_requests_never_exceed_max_concurrency(tiny_server):
                 assert c.get("/health").status_code == 200
                 health_latencies.append(time.perf_counter() - started)
                 for line in c.get("/metrics").text.splitlines():
-                    if line.startswith("dalston_in_flight "):
+                    if line.startswith("dalston_requests_in_flight "):
                         in_flight_samples.append(float(line.split()[1]))
                 time.sleep(0.05)
 
@@ -72,7 +72,7 @@ def test_parallel_requests_never_exceed_max_concurrency(tiny_server):
             assert r.json()["error"]["code"] == "rate_limit_exceeded"
         else:
             assert assets.normalize_words(r.json()["text"])[:5] == assets.reference_words("two_cities")[:5]
-    assert tiny_server.state.gate.peak_in_flight == limit
+    assert tiny_server.state.admission.peak_used == limit
     assert in_flight_samples and max(in_flight_samples) <= limit
     assert max(in_flight_samples) >= 1, "the probe never saw an inference running"
     assert len(health_latencies) >= 3 and max(health_latencies) < 1.0, health_latencies

@@ -182,4 +182,4 @@ def test_health_ready_metrics_need_no_key(base_server):
     metrics = httpx.get(base_server.url + "/metrics").text
     assert 'dalston_requests_total{route="/v1/audio/transcriptions",status="200"}' in metrics
     assert re.search(r"^dalston_audio_seconds_total [1-9]", metrics, re.M)
-    assert "dalston_real_time_factor_count" in metrics and "dalston_in_flight" in metrics and "dalston_queued" in metrics
+    assert "dalston_real_time_factor_count" in metrics and "dalston_requests_in_flight" in metrics and "dalston_requests_queued" in metrics

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dalston.catalog import Catalog, SpecInvalid
-from dalston.models import ModelNotFound, ModelRegistry
+from dalston.catalog import ModelNotFound, ModelRegistry
 from dalston.spec import EngineSpec, json_schema
 from dalston.tools import scaffold_engine, validate_engine
 

@@ -6,11 +6,15 @@
 
 import { ApiFailure, getJson, key } from "./api.js";
 
+// The `error` codes are the HTTP API's (dalston/admission.py), so a session refusal reads like a request's.
 const REALTIME_ERRORS = {
-  unauthorized: "The API key was not accepted for the realtime session.",
-  model_not_served: "This server does not serve that realtime model.",
+  missing_api_key: "The API key was not accepted for the realtime session.",
+  invalid_api_key: "The API key was not accepted for the realtime session.",
+  forbidden_credential: "That is not a dalston key: paste a key that starts with dk_.",
+  model_not_found: "This server does not serve that realtime model.",
   too_many_sessions: "All realtime sessions of this model are in use. Try again in a moment.",
-  not_ready: "The model is still loading, or the server is shutting down. Try again shortly.",
+  model_not_ready: "The model is still loading. Try again shortly.",
+  shutting_down: "The server is shutting down. Try again shortly.",
   idle_timeout: "The session ended because no audio arrived for a while.",
   audio_too_long: "The session reached the longest recording this model accepts.",
 };
