@@ -4,7 +4,7 @@
 own (every heartbeat carries the registration, so a restarted gateway takes the instance back at
 once), and there is no state to persist or reconcile. `dalston.gateway.redis_registry.RedisRegistry`
 extends it for several gateway replicas: the same table, used as a local cache of a registry
-shared through Redis (`dalston gateway --registry redis://...`). `make_registry` picks one.
+shared through Redis (`dalston gateway --registry redis://...`). `GatewayState.create` picks one.
 
 The proxy routes only from this table, synchronously and without I/O: `pick` chooses the live
 instance with the least work in flight relative to its capacity, counting this replica's requests
@@ -154,12 +154,3 @@ class InstanceRegistry:
         if not candidates:
             return None
         return min(candidates, key=lambda i: (i.load, i.served, i.order))
-
-
-def make_registry(timeout: float, registry_url: str | None, refresh: float = 0.25) -> InstanceRegistry:
-    """The in-memory registry, or the Redis-shared one when `registry_url` is set (`--registry`)."""
-    if registry_url is None:
-        return InstanceRegistry(timeout=timeout)
-    from dalston.gateway.redis_registry import RedisRegistry  # only deployments with Redis import the client
-
-    return RedisRegistry(timeout=timeout, url=registry_url, refresh=refresh)

@@ -23,7 +23,7 @@ from dalston.catalog import ModelNotFound
 from dalston.realtime.openai_protocol import EventIds, OpenAIError, TranscriptionSettings, error_event, session_object
 
 if TYPE_CHECKING:
-    from dalston.gateway.app import GatewayState
+    from dalston.gateway.state import GatewayState
     from dalston.gateway.instances import Instance
 
 _IDS = EventIds()

@@ -28,7 +28,8 @@ def module_files(root: Path) -> dict[str, Path]:
     return out
 
 
-def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
+def _imported(node: ast.AST, module: str, is_package: bool, modules: set[str]) -> list[str]:
+    """The modules `node` imports: `from pkg import sub` names `pkg.sub`, `from pkg import name` names `pkg`."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if isinstance(node, ast.ImportFrom):
@@ -38,7 +39,7 @@ def _imported(node: ast.AST, module: str, is_package: bool) -> list[str]:
             prefix = ".".join(base + ([node.module] if node.module else []))
         else:
             prefix = node.module or ""
-        return [prefix] + [f"{prefix}.{alias.name}" for alias in node.names]
+        return [f"{prefix}.{a.name}" if f"{prefix}.{a.name}" in modules else prefix for a in node.names]
     return []
 
 
@@ -50,7 +51,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         deps: set[str] = set()
         for node in ast.walk(tree):
-            for name in _imported(node, module, path.name == "__init__.py"):
+            for name in _imported(node, module, path.name == "__init__.py", set(files)):
                 if name in files and name != module:
                     deps.add(name)
         graph[module] = deps

@@ -1,10 +1,11 @@
 """Forward one request (or one realtime session) to an engine instance, streaming both ways.
 
 Nothing is buffered beyond a chunk: the upload goes to the engine as it arrives, the engine's
-response (JSON, text, or an SSE stream) comes back as it is produced. Failures map to OpenAI-style
-errors: engine unreachable or gone mid-request -> 502, no answer within the upstream timeout -> 504,
-upload over the limit -> 413. Only a connection that could not be made at all, before any byte of
-the body was sent, is retried on another instance.
+response (JSON, text, or an SSE stream) comes back as it is produced. Failures are raised as
+`ApiError`s: no live instance -> 503, engine unreachable or gone mid-request -> 502, no answer within
+the upstream timeout -> 504, upload over the limit -> 413. Only a connection that could not be made
+at all, before any byte of the body was sent, is retried on another instance. This module knows
+nothing of routes or auth: `dalston.gateway.routes` decides, this moves bytes.
 """
 
 from __future__ import annotations
@@ -16,19 +17,19 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from urllib.parse import urlencode
-from typing import TYPE_CHECKING
 
 import httpx
+import websockets
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
-from dalston.errors import ApiError, openai_error
-from dalston.server.realtime_openai import render_error
-
-if TYPE_CHECKING:
-    from dalston.gateway.app import GatewayState
-    from dalston.gateway.instances import Instance
+from dalston.errors import ApiError
+from dalston.gateway.instances import Instance
+from dalston.gateway.state import GatewayState
 
 log = logging.getLogger("dalston.gateway")
 
@@ -37,7 +38,7 @@ _HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
         "transfer-encoding", "upgrade", "host"}
 
 
-class UploadTooLarge(Exception):
+class _UploadTooLarge(Exception):
     pass
 
 
@@ -57,7 +58,7 @@ class _Body:
         async for chunk in self.rest:
             self.size += len(chunk)
             if self.size > self.limit:
-                raise UploadTooLarge()
+                raise _UploadTooLarge()
             if chunk:
                 yield chunk
 
@@ -78,8 +79,7 @@ async def forward_http(request: Request, state: GatewayState, engine_id: str,
         inst = state.instances.pick(engine_id)
         if inst is None or inst.instance_id in tried:
             metrics.requests.labels(engine_id, "503").inc()
-            from dalston.gateway.app import no_instance
-            return no_instance(state, engine_id)
+            raise state.no_instance(engine_id)
         tried.add(inst.instance_id)
         query = request.url.query
         url = f"{inst.url}{request.url.path}" + (f"?{query}" if query else "")
@@ -89,10 +89,9 @@ async def forward_http(request: Request, state: GatewayState, engine_id: str,
         metrics.in_flight.labels(engine_id).inc()
         try:
             response = await state.client.send(upstream, stream=True)
-        except UploadTooLarge:
+        except _UploadTooLarge:
             _done(state, inst, engine_id, "413", started)
-            from dalston.gateway.app import _too_large
-            return _too_large(state)
+            raise state.too_large() from None
         except ClientDisconnect:
             _done(state, inst, engine_id, "499", started)
             log.info("client_disconnected engine_id=%s url=%s bytes=%d", engine_id, inst.url, body.size)
@@ -103,19 +102,20 @@ async def forward_http(request: Request, state: GatewayState, engine_id: str,
             state.instances.mark_dead(inst, f"connect_error={type(exc).__name__}")
             if not body.started:
                 continue  # nothing sent yet: another instance can take it
-            return _fail(state, inst, engine_id, 502, "engine_unreachable",
-                         f"engine instance {inst.url} for '{engine_id}' could not be reached", started)
+            raise _failed(state, inst, engine_id, 502, "engine_unreachable",
+                          f"engine instance {inst.url} for '{engine_id}' could not be reached", started) from None
         except httpx.TimeoutException:
             _done(state, inst, engine_id, None, started)
             metrics.upstream_errors.labels(engine_id, "timeout").inc()
-            return _fail(state, inst, engine_id, 504, "upstream_timeout",
-                         f"engine for '{engine_id}' did not answer within {state.config.upstream_timeout:g}s",
-                         started)
+            raise _failed(state, inst, engine_id, 504, "upstream_timeout",
+                          f"engine for '{engine_id}' did not answer within {state.config.upstream_timeout:g}s",
+                          started) from None
         except httpx.TransportError as exc:
             _done(state, inst, engine_id, None, started)
             metrics.upstream_errors.labels(engine_id, "disconnect").inc()
-            return _fail(state, inst, engine_id, 502, "upstream_disconnected",
-                         f"engine for '{engine_id}' closed the connection before answering ({exc})", started)
+            raise _failed(state, inst, engine_id, 502, "upstream_disconnected",
+                          f"engine for '{engine_id}' closed the connection before answering ({exc})",
+                          started) from None
         headers = {k: v for k, v in response.headers.items() if k.lower() not in _HOP | {"content-length"}}
         headers["x-dalston-engine"] = engine_id
         if "content-length" in response.headers:
@@ -149,91 +149,43 @@ def _done(state: GatewayState, inst: Instance, engine_id: str, status: str | Non
         state.metrics.latency.labels(engine_id).observe(time.perf_counter() - started)
 
 
-def _fail(state: GatewayState, inst: Instance, engine_id: str, status: int, code: str, message: str,
-          started: float) -> Response:
+def _failed(state: GatewayState, inst: Instance, engine_id: str, status: int, code: str, message: str,
+            started: float) -> ApiError:
     state.metrics.requests.labels(engine_id, str(status)).inc()
     state.metrics.latency.labels(engine_id).observe(time.perf_counter() - started)
     log.warning("upstream_failed engine_id=%s url=%s status=%d code=%s", engine_id, inst.url, status, code)
-    return openai_error(status, message, "server_error", code)
+    return ApiError(status, message, code)
 
 
 # --- realtime WebSocket -------------------------------------------------------------------------
 
 _CREATED = ("session.created", "transcription_session.created")  # an engine's first OpenAI event
 
-async def _deny(websocket: WebSocket, response: Response) -> None:
-    """Refuse the handshake with an HTTP error body where the server supports it, else close 1008."""
+
+async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, path: str, query: dict[str, str],
+                           headers: list[tuple[str, str]], subprotocol: str | None) -> ClientConnection:
+    """Open the engine side of a realtime session on `inst`; 502 `engine_unreachable` as `ApiError`."""
+    url = f"{'ws' + inst.url.removeprefix('http')}{path}?{urlencode(query)}"
     try:
-        await websocket.send_denial_response(response)
-    except RuntimeError:
-        await websocket.close(code=1008)
-
-
-async def realtime(websocket: WebSocket) -> None:
-    """`/v1/realtime?model=<id>`: authenticate, pick an instance, then pump frames both ways.
-
-    An OpenAI transcription session without `?model=` is routed by the model its first
-    `session.update` names (`dalston.gateway.openai_routing`).
-    """
-    import websockets
-    from websockets.exceptions import ConnectionClosed
-
-    from dalston.admission import authenticate, bearer_token, resolve_model
-    from dalston.gateway.app import no_instance
-    from dalston.gateway.openai_routing import await_model
-    from dalston.server.realtime_openai import wants_beta, wants_openai
-
-    state: GatewayState = websocket.app.state.gateway
-    subprotocols = websocket.scope.get("subprotocols") or ()
-    try:
-        authenticate(state.config.keys, websocket.headers, websocket.query_params, subprotocols)
-    except ApiError as exc:
-        return await _deny(websocket, exc.response())
-    token = bearer_token(websocket.headers, websocket.query_params, subprotocols)
-    # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
-    subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
-    beta = wants_beta(websocket.headers)
-    query = dict(websocket.query_params)
-    first_text: str | None = None  # the OpenAI event that chose the model, forwarded first
-    if not query.get("model") and wants_openai(websocket.query_params, websocket.headers, subprotocol):
-        await websocket.accept(subprotocol=subprotocol)
-        routed = await await_model(websocket, state, beta)
-        if routed is None:
-            return
-        engine_id, inst, first_text = routed
-        query["model"] = engine_id
-    else:
-        try:
-            engine_id = resolve_model(state.models, query.get("model"))
-        except ApiError as exc:
-            return await _deny(websocket, exc.response())
-        picked = state.instances.pick(engine_id)
-        if picked is None:
-            return await _deny(websocket, no_instance(state, engine_id))
-        inst = picked
-    ws_base = "ws" + inst.url.removeprefix("http")
-    url = f"{ws_base}{websocket.url.path}?{urlencode(query)}"
-    headers = [("Authorization", f"Bearer {token}")] if token else []
-    headers += [(k, v) for k, v in websocket.headers.items() if k.lower() == "openai-beta"]
-    try:
-        upstream = await websockets.connect(url, additional_headers=headers, open_timeout=state.config.connect_timeout,
-                                            max_size=None, subprotocols=[subprotocol] if subprotocol else None)
+        return await websockets.connect(url, additional_headers=headers, open_timeout=state.config.connect_timeout,
+                                        max_size=None, subprotocols=[Subprotocol(subprotocol)] if subprotocol else None)
     except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
         state.metrics.upstream_errors.labels(engine_id, "connect").inc()
-        message = f"engine for '{engine_id}' refused the realtime session: {exc}"
-        if first_text is None:
-            return await _deny(websocket, openai_error(502, message, "server_error", "engine_unreachable"))
-        await websocket.send_json(render_error("engine_unreachable", message))
-        return await websocket.close(code=1011)
-    if first_text is None:
-        await websocket.accept(subprotocol=subprotocol)
-    else:
-        await upstream.send(first_text)
+        raise ApiError(502, f"engine for '{engine_id}' refused the realtime session: {exc}",
+                       "engine_unreachable") from None
+
+
+async def relay_realtime(websocket: WebSocket, upstream: ClientConnection, state: GatewayState, inst: Instance,
+                         engine_id: str, *, drop_created: bool = False) -> None:
+    """Pump frames both ways until either side closes; pass the engine's close code on to the client.
+
+    `drop_created`: the client already got `session.created` from the gateway (an OpenAI session
+    routed by its first `session.update`), so the engine's own is not relayed.
+    """
     inst.in_flight += 1
     state.metrics.in_flight.labels(engine_id).inc()
     started = time.perf_counter()
     close_code = 1000
-    drop_created = first_text is not None  # the client got session.created from the gateway already
 
     async def client_to_engine() -> None:
         while True:
