@@ -80,7 +80,7 @@ def _text_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("extra,expected", [([], None), (["--api-key", "dk_wrong"], "unauthorized")],
+@pytest.mark.parametrize("extra,expected", [([], None), (["--api-key", "dk_wrong"], "invalid_api_key")],
                          ids=["good", "wrong key"])
 def test_openai_protocol(served: str, extra: list[str], expected: str | None) -> None:
     """`--protocol openai`: the same words from OpenAI items (24 kHz base64 appends), or one clear error line."""
