@@ -9,11 +9,13 @@ and memory. Every failure is an `AudioError` with a stable `code` the server map
 from __future__ import annotations
 
 import io
+import math
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -51,7 +53,10 @@ class DecodedAudio:
                 "codec": self.codec, "container": self.container}
 
 
-def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | None = None) -> DecodedAudio:
+AudioSource = bytes | str | Path | BinaryIO
+
+
+def decode_audio(source: AudioSource, *, max_seconds: float | None = None) -> DecodedAudio:
     """Decode the first audio stream of `source` (bytes, a path or a binary file object)."""
     import av  # PyAV: the whisper extra's decoder; imported here so the module loads without it
 
@@ -75,7 +80,8 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
         handle = source
 
     _check_wav_complete(handle)
-    limit = None if max_seconds is None else int(max_seconds * SAMPLE_RATE)
+    cap = math.inf if max_seconds is None else float(max_seconds)  # seconds
+    limit = cap * SAMPLE_RATE  # samples (inf: no limit)
     try:
         with av.open(handle, mode="r", metadata_errors="ignore") as container:
             if not container.streams:
@@ -85,8 +91,8 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
                 raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
             stream = container.streams.audio[0]
             declared = _declared_seconds(container, stream)
-            if limit is not None and declared is not None and declared > max_seconds + 1.0:  # type: ignore[operator]
-                raise _too_long(declared, max_seconds)  # type: ignore[arg-type]
+            if declared is not None and declared > cap + 1.0:
+                raise _too_long(declared, cap)
             ctx = stream.codec_context
             source_rate = int(ctx.sample_rate or 0)
             source_channels = int(getattr(ctx, "channels", 0) or ctx.layout.nb_channels)
@@ -98,8 +104,8 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
                     chunk = out.to_ndarray().reshape(-1)
                     chunks.append(chunk)
                     total += len(chunk)
-                    if limit is not None and total > limit:
-                        raise _too_long(total / SAMPLE_RATE, max_seconds, at_least=True)  # type: ignore[arg-type]
+                    if total > limit:
+                        raise _too_long(total / SAMPLE_RATE, cap, at_least=True)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
             codec, container_name = ctx.name, container.format.name
@@ -109,8 +115,8 @@ def decode_audio(source: bytes | str | Path | BinaryIO, *, max_seconds: float | 
         raise AudioError("invalid_audio", f"the file is not decodable audio ({_reason(exc)})") from None
 
     samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    if limit is not None and len(samples) > limit:
-        raise _too_long(len(samples) / SAMPLE_RATE, max_seconds)  # type: ignore[arg-type]
+    if len(samples) > limit:
+        raise _too_long(len(samples) / SAMPLE_RATE, cap)
     if len(samples) == 0:
         raise AudioError("invalid_audio", "the file's audio stream holds no decodable samples")
     return DecodedAudio(samples, source_rate, source_channels, codec, container_name)
@@ -143,16 +149,16 @@ def _check_wav_complete(handle: str | BinaryIO) -> None:
         offset += 8 + size + (size & 1)
 
 
-def _declared_seconds(container, stream) -> float | None:  # type: ignore[no-untyped-def]
+def _declared_seconds(container: Any, stream: Any) -> float | None:
     """The duration the container declares (exact for WAV, an estimate for some compressed formats)."""
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:
-        return container.duration / 1_000_000  # AV_TIME_BASE
+        return float(container.duration) / 1_000_000  # AV_TIME_BASE
     return None
 
 
-def _frames(container, stream):  # type: ignore[no-untyped-def]
+def _frames(container: Any, stream: Any) -> Iterator[Any]:  # PyAV objects (the library is untyped)
     """Decoded frames; a corrupt packet mid-file ends decoding only if no audio came before it."""
     import av
 

@@ -9,6 +9,7 @@ route) renders it in one place.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -27,7 +28,7 @@ def close_code(status: int) -> int:
 
 
 def openai_error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+                 param: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
                         status_code=status, headers=headers)
 
@@ -36,7 +37,7 @@ class ApiError(Exception):
     """Raised anywhere in request handling; rendered by the app's exception handler (or as a WS close)."""
 
     def __init__(self, status: int, message: str, code: str, *, param: str | None = None,
-                 type_: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 type_: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message

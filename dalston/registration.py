@@ -144,7 +144,8 @@ class Registrar:
                 addresses = self._resolve(parts.hostname or "", parts.port or 80)
             except OSError:
                 addresses = []
-            for address in addresses or [None]:
+            candidates: list[str | None] = [*addresses] if addresses else [None]  # None: the URL as given
+            for address in candidates:
                 host = address if address is None or ":" not in address else f"[{address}]"
                 netloc = parts.netloc if host is None else f"{host}:{parts.port or 80}"
                 target = parts._replace(netloc=netloc).geturl()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import yaml
 from yaml import events as ev
@@ -76,7 +76,7 @@ def _pyyaml_value(text: str) -> Any:
     """The value PyYAML (YAML 1.1 resolver) gives the same plain scalar."""
     loader = yaml.SafeLoader("")
     try:
-        tag = loader.resolve(yaml.ScalarNode, text, (True, False))
+        tag = loader.resolve(yaml.ScalarNode, text, (True, False))  # type: ignore[no-untyped-call]  # types-pyyaml leaves Resolver.resolve untyped
         return loader.construct_object(yaml.ScalarNode(tag, text))
     except yaml.YAMLError:  # e.g. '<<' (merge) or '=' (value): tags with no safe constructor
         return _UNREPRESENTABLE
@@ -93,6 +93,20 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
+
+class _Mark(Protocol):
+    """A position in the text (PyYAML has a pure-Python and a C `Mark` class)."""
+
+    line: int
+    column: int
+
+
+def _at(event: ev.Event) -> _Mark:
+    """Where `event` starts: PyYAML's parser always sets it (the stubs allow None for hand-made events)."""
+    assert event.start_mark is not None
+    return event.start_mark
+
+
 class _Builder:
     """Turns a PyYAML event stream into data, enforcing the subset and recording node lines."""
 
@@ -101,8 +115,8 @@ class _Builder:
         self.source = source
         self.lines: dict[Path_, int] = {}
 
-    def fail(self, mark: Any, message: str) -> YamlSubsetError:
-        return YamlSubsetError(self.source, mark.line + 1, message)
+    def fail(self, mark: _Mark | None, message: str) -> YamlSubsetError:
+        return YamlSubsetError(self.source, mark.line + 1 if mark else 1, message)
 
     def load(self, text: str) -> LoadedYaml:
         try:
@@ -144,10 +158,10 @@ class _Builder:
             raise self.fail(event.start_mark, "unsupported: aliases (*name)")
         if getattr(event, "anchor", None):
             raise self.fail(event.start_mark, "unsupported: anchors (&name)")
-        self.lines[path] = event.start_mark.line + 1
+        self.lines[path] = _at(event).line + 1
         if isinstance(event, ev.ScalarEvent):
             return self.scalar(event)
-        if not event.implicit:
+        if isinstance(event, ev.CollectionStartEvent) and not event.implicit:
             raise self.fail(event.start_mark, f"unsupported: tags ({event.tag})")
         if isinstance(event, ev.MappingStartEvent):
             if event.flow_style:
@@ -169,7 +183,7 @@ class _Builder:
                 raise self.fail(key_event.start_mark, f"mapping keys must be strings, got {key!r}; quote it")
             if key in out:
                 raise self.fail(key_event.start_mark, f"duplicate key '{key}'")
-            value_line = key_event.start_mark.line + 1
+            value_line = _at(key_event).line + 1
             out[key] = self.node(path + (key,))
             self.lines[path + (key,)] = value_line
         self.next()
@@ -184,12 +198,12 @@ class _Builder:
                 raise self.fail(item.start_mark, "unsupported: flow sequences may hold only scalars")
             out.append(self.node(path + (len(out),)))
         end = self.next()
-        if flow and end.start_mark.line != start.start_mark.line:
+        if flow and _at(end).line != _at(start).line:
             raise self.fail(start.start_mark, "unsupported: flow sequences spanning several lines")
         return out
 
     def scalar(self, event: ev.ScalarEvent) -> Any:
-        start, end = event.start_mark, event.end_mark
+        start, end = _at(event), event.end_mark or _at(event)
         if event.tag is not None and not (event.implicit[0] or event.implicit[1]):
             raise self.fail(start, f"unsupported: tags ({event.tag})")
         style = event.style

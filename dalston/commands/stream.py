@@ -90,12 +90,12 @@ def load_audio_16k(path: Path) -> np.ndarray:
     except ImportError:  # an install without the server's audio module: PyAV through faster-whisper
         from faster_whisper.audio import decode_audio as fw_decode
 
-        return fw_decode(str(path), sampling_rate=16000)
+        return np.asarray(fw_decode(str(path), sampling_rate=16000), dtype=np.float32)
     return decode_audio(path).samples
 
 
 def to_pcm16(samples: np.ndarray) -> bytes:
-    return (np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes()
+    return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
 
 
 async def stream_audio(
@@ -288,7 +288,8 @@ class _Printer:
                 print(f"[{self.item_start:7.2f}-{self.item_end:7.2f}] {body['transcript']}", flush=True)
         elif kind == "error":
             self._clear()
-            error = body.get("error") if isinstance(body.get("error"), dict) else body
+            nested = body.get("error")
+            error = nested if isinstance(nested, dict) else body
             print(f"dalston stream: server error {error.get('code')}: {error.get('message')}", file=sys.stderr)
 
     def _clear(self) -> None:

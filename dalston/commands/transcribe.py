@@ -91,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         engine.load(directory)
     except (WeightsError, EngineLoadError) as exc:
         return _fail(str(exc))
-    options = TranscribeOptions(language=args.language, task=args.task, prompt=args.prompt,  # type: ignore[arg-type]
+    options = TranscribeOptions(language=args.language, task=args.task, prompt=args.prompt,
                                 word_timestamps=args.word_timestamps or args.response_format in WORD_TIMED_FORMATS,
                                 hotwords=args.hotwords, vad_filter=args.vad_filter)
     try:

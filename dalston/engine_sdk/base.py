@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from dalston.audio import SAMPLE_RATE, AudioSource, DecodedAudio, decode_audio
 from dalston.engine_sdk.events import StreamEvent, TurnDetection
 from dalston.engine_sdk.types import Segment, Transcript, TranscribeOptions
 from dalston.spec import EngineSpec
 
-SAMPLE_RATE = 16000
+__all__ = ["SAMPLE_RATE", "Engine", "PrepareEngine", "StreamingEngine", "StreamingSession", "UnsupportedOption"]
 
 
 class UnsupportedOption(ValueError):
@@ -110,8 +111,6 @@ class PrepareEngine(Engine):
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         raise UnsupportedOption("model", f"{self.spec.id} is a prepare engine: it decodes audio and does not transcribe")
 
-    def prepare(self, source: object) -> object:
-        """Decode `source` (bytes, path or file) within the variant's duration limit -> `DecodedAudio`."""
-        from dalston.audio import decode_audio
-
-        return decode_audio(source, max_seconds=float(self.spec.capabilities.max_audio_duration))  # type: ignore[arg-type]
+    def prepare(self, source: AudioSource) -> DecodedAudio:
+        """Decode `source` (bytes, path or file) within the variant's duration limit."""
+        return decode_audio(source, max_seconds=float(self.spec.capabilities.max_audio_duration))

@@ -67,7 +67,7 @@ class InstanceRegistry:
     timeout: float
     clock: Callable[[], float] = time.monotonic
     _by_id: dict[str, Instance] = field(default_factory=dict)
-    _counter: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _counter: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     async def start(self) -> None:
         """Start background work (none in memory); the gateway's lifespan calls it."""

@@ -33,6 +33,7 @@ from dalston.jobs import model as m
 from dalston.jobs.storage import Storage, StorageError, storage_from
 from dalston.jobs.store import JobStore
 from dalston.jobs.streams import Delivery, StreamConsumer
+from dalston.server.state import ServerState
 from dalston.shared_redis import add_registry_argument, client, redis_url_from
 
 log = logging.getLogger("dalston.jobs")
@@ -55,7 +56,7 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
         add_registry_argument(parser)
 
 
-def queue_worker_from(args: argparse.Namespace, state: Any) -> QueueWorker | None:
+def queue_worker_from(args: argparse.Namespace, state: ServerState) -> QueueWorker | None:
     """The worker `--queue` asks for, or None; QueueConfigError if Redis or storage is not configured."""
     if not getattr(args, "queue", False):
         return None
@@ -75,7 +76,7 @@ def queue_worker_from(args: argparse.Namespace, state: Any) -> QueueWorker | Non
 
 
 class QueueWorker:
-    def __init__(self, state: Any, redis: aioredis.Redis, storage: Storage, *, visibility_timeout: float = 60.0,
+    def __init__(self, state: ServerState, redis: aioredis.Redis, storage: Storage, *, visibility_timeout: float = 60.0,
                  max_deliveries: int = 3, name: str | None = None) -> None:
         self.state, self.redis, self.storage = state, redis, storage
         self.store = JobStore(redis)

@@ -11,14 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from dalston.engine_sdk.types import Segment, Word
-from dalston.spec import EngineSpec
+from dalston.spec import EngineSpec, FasterWhisperRuntime
 
 
 def cuda_available() -> bool:
     try:
         import ctranslate2
 
-        return ctranslate2.get_cuda_device_count() > 0
+        return bool(ctranslate2.get_cuda_device_count() > 0)
     except Exception:  # no CUDA runtime at all
         return False
 
@@ -32,6 +32,7 @@ def load_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str, str]:
     from faster_whisper import WhisperModel
 
     runtime = spec.runtime
+    assert isinstance(runtime, FasterWhisperRuntime), f"{spec.id}: runtime.kind is not faster-whisper"
     device = "cuda" if cuda_available() else "cpu"
     compute_type = runtime.compute_type_gpu if device == "cuda" else runtime.compute_type_cpu
     model = WhisperModel(str(weights_dir), device=device, compute_type=compute_type,

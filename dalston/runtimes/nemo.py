@@ -21,7 +21,7 @@ from typing import Any
 
 from dalston import segmenting
 from dalston.engine_sdk.types import Segment, Word
-from dalston.spec import EngineSpec
+from dalston.spec import EngineSpec, NemoRuntime
 
 log = logging.getLogger("dalston.nemo")
 
@@ -50,6 +50,7 @@ def load_asr_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str]:
     `map_location` puts the weights straight on the target device (no CPU copy of a 2 GB model first).
     """
     runtime = spec.runtime
+    assert isinstance(runtime, NemoRuntime), f"{spec.id}: runtime.kind is not nemo"
     path = Path(weights_dir) / runtime.model_file
     if not path.is_file():
         raise NemoLoadError(f"{path}: the {spec.id} weight file is missing (runtime.model_file: {runtime.model_file}); "

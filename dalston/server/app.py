@@ -30,7 +30,7 @@ from dalston import formats
 from dalston.admission import authenticate, resolve_model
 from dalston.audio import AudioError, DecodedAudio, decode_audio
 from dalston.console import console_routes
-from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, TranscribeOptions, Transcript,
+from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, Task, TranscribeOptions, Transcript,
                                 UnsupportedOption)
 from dalston.errors import ApiError, openai_error
 from dalston.model_card import card_fields
@@ -45,7 +45,8 @@ _OPEN_PATHS = frozenset({"/health", "/ready", "/metrics"})
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
-def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | None = None) -> Starlette:
+def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | None = None) -> ASGIApp:
+    """The app `dalston serve` runs: Starlette routes inside the upload-limit and request-metrics layers."""
     routes: list[BaseRoute] = [
         Route("/health", _health, methods=["GET"]),
         Route("/ready", _ready, methods=["GET"]),
@@ -66,12 +67,13 @@ def create_app(state: ServerState, *, lifespan: Callable[[Starlette], Any] | Non
                     exception_handlers={ApiError: _api_error, HTTPException: _http_error, _UploadTooLarge: _too_large,
                                         Exception: _unexpected})
     app.state.server = state
-    return _UploadLimit(_RequestMetrics(app, state), state)  # type: ignore[return-value]
+    return _UploadLimit(_RequestMetrics(app, state), state)
 
 
 # ------------------------------------------------------------------ plumbing
 def _state(request: Request) -> ServerState:
-    return request.app.state.server  # type: ignore[no-any-return]
+    state: ServerState = request.app.state.server
+    return state
 
 
 async def _api_error(_: Request, exc: Exception) -> Response:
@@ -252,7 +254,7 @@ async def _translations(request: Request) -> Response:
     return await _audio_request(request, "translate")
 
 
-async def _audio_request(request: Request, task: str) -> Response:
+async def _audio_request(request: Request, task: Task) -> Response:
     state = _state(request)
     _require_key(request)
     state.require_ready()
@@ -329,7 +331,7 @@ def _text_field(form: FormData, name: str) -> str | None:
     return value.strip()
 
 
-def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
+def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
     spec = state.spec
     resolve_model(state.registry, _text_field(form, "model"), served=spec.id)
 
@@ -384,7 +386,7 @@ def _parse_params(state: ServerState, form: FormData, task: str) -> _Params:
                             f"/v1/audio/transcriptions", "unsupported_option", param="model")
 
     quality = parse_quality(form, response_format)  # dalston extensions: VAD, guards, hotwords, cue limits
-    options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,  # type: ignore[arg-type]
+    options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,
                                 temperature=temperature, word_timestamps="word" in granularities or quality.needs_words,
                                 **quality.options)
     return _Params(options, response_format, granularities or ("segment",), stream, quality)
@@ -415,8 +417,8 @@ async def _prepare(request: Request) -> Response:
             except AudioError as exc:
                 raise ApiError(400, exc.message, exc.code, param="file") from None
     if response_format == "wav":
-        return Response(_wav_bytes(audio.samples), media_type="audio/wav")  # type: ignore[attr-defined]
-    return JSONResponse(audio.report())  # type: ignore[attr-defined]
+        return Response(_wav_bytes(audio.samples), media_type="audio/wav")
+    return JSONResponse(audio.report())
 
 
 def _wav_bytes(samples: Any) -> bytes:

@@ -17,13 +17,21 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 from dalston import connection_limits
 from dalston.auth import KEYS_FILE_ENV, KeysFileError, KeyStore
+
+if TYPE_CHECKING:  # imported where used: `dalston serve --help` should not load the server stack
+    from starlette.applications import Starlette
+
+    from dalston.catalog import CatalogEntry, ModelRegistry
+    from dalston.registration import Registrar
+    from dalston.server.state import ServerState
 
 log = logging.getLogger("dalston.server")
 
@@ -107,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     return _serve(args, entry, registry, keys, directory)
 
 
-def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore | None, directory: Path) -> int:
+def _serve(args: argparse.Namespace, entry: CatalogEntry, registry: ModelRegistry, keys: KeyStore | None,
+           directory: Path) -> int:
     import asyncio
     import contextlib
 
@@ -128,7 +137,7 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
     except (EngineLoadError, RegistrationConfigError, QueueConfigError) as exc:
         return _fail(str(exc))
 
-    registrar = _Once(registrar)
+    once = _Once(registrar)
     server: _DrainingServer | None = None
     failed: list[str] = []
 
@@ -138,15 +147,15 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
             server.should_exit = True
 
     @contextlib.asynccontextmanager
-    async def lifespan(_: Any):  # type: ignore[no-untyped-def]
-        state.load_in_background(on_ready=registrar.start, on_failure=on_failure)
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        state.load_in_background(on_ready=once.start, on_failure=on_failure)
         queue_task = asyncio.create_task(queue.run()) if queue is not None else None
         yield
         state.draining = True
         if queue is not None and queue_task is not None:
             await queue.stop(timeout=args.shutdown_timeout)
             queue_task.cancel()
-        registrar.stop()
+        once.stop()
         state.close()
 
     app = create_app(state, lifespan=lifespan)
@@ -154,7 +163,7 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
                             timeout_graceful_shutdown=int(args.shutdown_timeout), access_log=False,
                             ws="websockets-sansio", http=connection_limits.protocol_class(limits))
-    server = _DrainingServer(config, state, registrar, shutdown_timeout=args.shutdown_timeout)
+    server = _DrainingServer(config, state, once, shutdown_timeout=args.shutdown_timeout)
     log.info("engine_starting engine_id=%s host=%s port=%d weights_dir=%s auth=%s", entry.spec.id, args.host,
              args.port, directory, "keys" if keys is not None else "disabled")
     server.run()
@@ -166,7 +175,8 @@ def _serve(args: argparse.Namespace, entry: Any, registry: Any, keys: KeyStore |
 class _DrainingServer(uvicorn.Server):
     """On SIGTERM/SIGINT, first stop advertising (ready 503, deregister from the gateway), then drain."""
 
-    def __init__(self, config: uvicorn.Config, state: Any, registrar: Any, *, shutdown_timeout: float = 30.0) -> None:
+    def __init__(self, config: uvicorn.Config, state: ServerState, registrar: _Once, *,
+                 shutdown_timeout: float = 30.0) -> None:
         super().__init__(config)
         self.state, self.registrar = state, registrar
         self.shutdown_timeout = shutdown_timeout
@@ -201,7 +211,7 @@ class _DrainingServer(uvicorn.Server):
 class _Once:
     """The registrar (or none), started at most once and stopped at most once, only if started."""
 
-    def __init__(self, registrar: Any) -> None:
+    def __init__(self, registrar: Registrar | None) -> None:
         self.registrar, self.started, self.stopped = registrar, False, False
 
     def start(self) -> None:
@@ -210,6 +220,6 @@ class _Once:
             self.registrar.start()
 
     def stop(self) -> None:
-        if self.started and not self.stopped:
+        if self.registrar is not None and self.started and not self.stopped:
             self.stopped = True
             self.registrar.stop()

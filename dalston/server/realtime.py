@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dalston.admission import SessionSlot, authenticate, resolve_model
@@ -255,7 +256,7 @@ class _SessionHandler:
             log.info("realtime_session_closed session_id=%s model=%s audio_seconds=%.2f finals=%d wall_seconds=%.2f",
                      self.session_id, spec.id, self.audio_seconds, self.finals, time.monotonic() - started)
 
-    async def _receive(self, busy: Callable[[], bool] | None = None) -> dict[str, Any]:
+    async def _receive(self, busy: Callable[[], bool] | None = None) -> Message:
         """The next message; idle_timeout after `idle_timeout_s` of silence, unless `busy()` says the
         server still owes the client events (an OpenAI client waits for them without sending)."""
         while True:

@@ -66,7 +66,7 @@ class IncrementalFeatures:
         with torch.inference_mode():
             feats, _ = self.preprocessor(input_signal=torch.from_numpy(segment.copy())[None],
                                          length=torch.tensor([len(segment)]))
-            out = feats[0, :, first:upto - start // self.hop].cpu().numpy().copy()
+            out: np.ndarray = feats[0, :, first:upto - start // self.hop].cpu().numpy().copy()
         self._next = upto
         keep_from = max(0, (self._next - self.margin) * self.hop)
         if keep_from > self._offset:

@@ -98,7 +98,8 @@ def scaffold(root: Path, name: str, stage: str, variants: list[str]) -> list[Pat
     streaming = stage == "realtime"
     written: list[Path] = []
     files: dict[Path, str] = {}
-    for variant in variants or [None]:
+    sizes: list[str | None] = [*variants] if variants else [None]  # None: one engine.yaml, no variants/
+    for variant in sizes:
         engine_id = f"{name}-{variant}" if variant else name
         path = family_dir / "variants" / f"{variant}.yaml" if variant else family_dir / "engine.yaml"
         files[path] = _VARIANT_YAML.format(
