@@ -278,7 +278,9 @@ def test_served_sessions_share_steps_while_one_is_silent_for_10s(nemo_engines_ro
         spec, batcher = served.state.spec, served.state.engine.batcher
         url = realtime_url(served.url, spec.id, api_key=TEST_KEY)
         quiet_audio = clip("endgame_nagg_nell")[: 5 * SAMPLE_RATE]
-        busy_audio = [clip("beckett"), clip("endgame_nagg_nell")[: 8 * SAMPLE_RATE], clip("two_cities")[: 8 * SAMPLE_RATE]]
+        # paced like microphones, so they hold their slots well past the server's 1 s wait for a free one
+        busy_audio = [clip("beckett")[: 7 * SAMPLE_RATE], clip("endgame_nagg_nell")[: 7 * SAMPLE_RATE],
+                      clip("two_cities")[: 7 * SAMPLE_RATE]]
         assert len(busy_audio) + 1 == spec.capabilities.max_concurrency
         solo = [asyncio.run(stream_audio(url, a, language="en")) for a in [quiet_audio, *busy_audio]]
         before = (batcher.stats.batches, batcher.stats.items)
@@ -306,8 +308,8 @@ def test_served_sessions_share_steps_while_one_is_silent_for_10s(nemo_engines_ro
             done_busy = asyncio.Event()
             quiet = asyncio.ensure_future(quiet_session(done_busy))
             await asyncio.sleep(0.5)
-            busy = asyncio.gather(*(stream_audio(url, a, language="en") for a in busy_audio))
-            await asyncio.sleep(0.5)
+            busy = asyncio.gather(*(stream_audio(url, a, language="en", realtime=True) for a in busy_audio))
+            await asyncio.sleep(1.0)
             refused = await stream_audio(url, busy_audio[0][:SAMPLE_RATE], language="en")  # one over the cap
             busy_results = await busy
             done_busy.set()
