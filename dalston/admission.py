@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -113,7 +115,28 @@ class Limits:
     max_concurrency: int
     max_queue: int  # batch requests allowed to wait for a slot; beyond this, 429
     max_upload_bytes: int
-    retry_after_seconds: int = 2
+    retry_after_seconds: int = 2  # the service-time estimate until a request has finished here
+    retry_grace_seconds: float = 5.0  # a refused request's place is held this long after its Retry-After; 0: never
+
+
+#: Headers that mark a request as a retry of one this server refused: OpenAI's SDKs send
+#: `x-stainless-retry-count: N` on their automatic retries; other clients may send `Dalston-Retry: 1`.
+RETRY_HEADERS = ("x-stainless-retry-count", "dalston-retry")
+
+
+def is_retry(headers: Mapping[str, str]) -> bool:
+    for name in RETRY_HEADERS:
+        value = headers.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
+@dataclass(frozen=True)
+class Ticket:
+    """What `check_queue` decided before the body was read; `reserved`: it used a place held for a retry."""
+
+    reserved: bool = False
 
 
 @dataclass(frozen=True)
@@ -153,6 +176,14 @@ class Admission:
         self.queued = 0
         self.peak_used = 0
         self.rejections: Counter[str] = Counter()
+        # WHY: Retry-After from the queue, not a constant. A fixed 2 s under a 5-8 s queue sent obedient
+        # clients back too early, into a full queue again (186 429s for 100 requests in the probe).
+        self.service_seconds = float(limits.retry_after_seconds)  # moving average of how long a slot is held
+        # WHY places held for refused requests: freed queue places used to go to whoever arrived next,
+        # so a client that waited as told lost to new arrivals again and again (5 requests were refused
+        # 30 times running). A refusal holds one place until Retry-After + grace; new arrivals see the
+        # queue as full while places are held, and a retry (is_retry) takes one.
+        self._held: list[float] = []  # expiry times (monotonic) of places held for refused requests
         # decode + inference workers; the slots, not the pool, bound how many run (+1: a decode
         # of the next request may start while the slots are busy finishing theirs)
         self.executor = ThreadPoolExecutor(max_workers=limits.max_concurrency + 1, thread_name_prefix="infer")
@@ -161,30 +192,61 @@ class Admission:
     def used(self) -> int:
         return self.in_flight + self.sessions_active
 
-    def check_queue(self) -> None:
-        """429 now if a batch request could neither run nor wait: call before reading the body."""
-        if self._slots.locked() and self.queued >= self.limits.max_queue:
-            self.rejections["queue_full"] += 1
-            raise ApiError(429, f"engine busy: {self.in_flight} requests and {self.sessions_active} realtime sessions "
-                                f"hold all {self.limits.max_concurrency} slots and {self.queued} requests wait "
-                                f"(max_concurrency={self.limits.max_concurrency}, max_queue={self.limits.max_queue}); "
-                                f"retry after {self.limits.retry_after_seconds} s",
-                           "rate_limit_exceeded", type_="rate_limit_error",
-                           headers={"Retry-After": str(self.limits.retry_after_seconds), "Connection": "close"})
+    @property
+    def held_places(self) -> int:
+        now = time.monotonic()
+        self._held = [t for t in self._held if t > now]
+        return len(self._held)
+
+    def retry_after(self) -> int:
+        """Seconds until a slot is likely free for one more request: waiting work x service time / slots."""
+        waiting = self.queued + self.held_places + 1
+        return max(1, min(60, math.ceil(waiting * self.service_seconds / self.limits.max_concurrency)))
+
+    def check_queue(self, *, retry: bool = False, hold: bool = True) -> Ticket:
+        """429 now if a batch request could neither run nor wait: call before reading the body.
+
+        `retry` (from `is_retry(headers)`): the request may take a place held for a refused request.
+        `hold`: a refusal holds a place for the client's retry (False on the re-check after the body).
+        """
+        if not self._slots.locked():
+            return Ticket()
+        held = self.held_places
+        if retry and held and self.queued < self.limits.max_queue:
+            self._held.pop(0)
+            return Ticket(reserved=True)
+        if self.queued + held < self.limits.max_queue:
+            return Ticket()
+        self.rejections["queue_full"] += 1
+        retry_after = self.retry_after()
+        if hold and self.limits.retry_grace_seconds > 0 and held < self.limits.max_queue:
+            self._held.append(time.monotonic() + retry_after + self.limits.retry_grace_seconds)
+        raise ApiError(429, f"engine busy: {self.in_flight} requests and {self.sessions_active} realtime sessions "
+                            f"hold all {self.limits.max_concurrency} slots and {self.queued} requests wait "
+                            f"(max_concurrency={self.limits.max_concurrency}, max_queue={self.limits.max_queue}); "
+                            f"retry after {retry_after} s",
+                       "rate_limit_exceeded", type_="rate_limit_error",
+                       headers={"Retry-After": str(retry_after), "Connection": "close"})
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one slot for the body of the `async with` (a batch request); wait in the queue, or 429."""
-        self.check_queue()
+    async def slot(self, ticket: Ticket | None = None) -> AsyncIterator[None]:
+        """Hold one slot for the body of the `async with` (a batch request); wait in the queue, or 429.
+
+        `ticket`: the pre-body decision; a request that took a held place is not checked again.
+        """
+        if ticket is None or not ticket.reserved:
+            self.check_queue(hold=ticket is None)
         self.queued += 1
         try:
             await self._slots.acquire()
         finally:
             self.queued -= 1
         self._taken(session=False)
+        started = time.monotonic()
         try:
             yield
         finally:
+            self.service_seconds += 0.2 * (time.monotonic() - started - self.service_seconds)
             self._release(session=False)
 
     async def open_session(self, wait_s: float = 0.0) -> SessionSlot:

@@ -27,7 +27,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
-from dalston.admission import authenticate, resolve_model
+from dalston.admission import Ticket, authenticate, is_retry, resolve_model
 from dalston.audio import AudioError, DecodedAudio, decode_audio
 from dalston.console import console_routes
 from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, Task, TranscribeOptions, Transcript,
@@ -258,7 +258,7 @@ async def _audio_request(request: Request, task: Task) -> Response:
     state = _state(request)
     _require_key(request)
     state.require_ready()
-    state.admission.check_queue()  # a full engine says 429 before reading the upload
+    ticket = state.admission.check_queue(retry=is_retry(request.headers))  # 429 before reading the upload
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         raise ApiError(400, "send the request as multipart/form-data with a 'file' field (OpenAI audio API)",
@@ -275,8 +275,8 @@ async def _audio_request(request: Request, task: Task) -> Response:
         loop = asyncio.get_running_loop()
         max_seconds = float(state.spec.capabilities.max_audio_duration)
         if params.stream:
-            return await _stream_response(state, upload, params, max_seconds)
-        async with state.admission.slot():
+            return await _stream_response(state, upload, params, max_seconds, ticket)
+        async with state.admission.slot(ticket):
             audio = await _decode(loop, state, upload, max_seconds)
             started = time.perf_counter()
             transcript = await _run(loop, state, lambda: state.engine.transcribe(audio.samples, params.options))
@@ -398,7 +398,7 @@ async def _prepare(request: Request) -> Response:
     state = _state(request)
     _require_key(request)
     state.require_ready()
-    state.admission.check_queue()
+    ticket = state.admission.check_queue(retry=is_retry(request.headers))
     engine = state.engine
     assert isinstance(engine, PrepareEngine)
     async with _form(request) as form:
@@ -411,7 +411,7 @@ async def _prepare(request: Request) -> Response:
             raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'",
                            "missing_file", param="file")
         loop = asyncio.get_running_loop()
-        async with state.admission.slot():
+        async with state.admission.slot(ticket):
             try:
                 audio = await loop.run_in_executor(state.admission.executor, engine.prepare, upload.file)
             except AudioError as exc:
@@ -441,7 +441,8 @@ def _wav_bytes(samples: Any) -> bytes:
 _DONE = object()
 
 
-async def _stream_response(state: ServerState, upload: UploadFile, params: _Params, max_seconds: float) -> Response:
+async def _stream_response(state: ServerState, upload: UploadFile, params: _Params, max_seconds: float,
+                           ticket: Ticket) -> Response:
     """Decode first (errors stay HTTP statuses), hold a slot, then send one delta per decoded segment.
 
     The slot is taken before the response starts, so overload is a 429, not a broken stream; it is
@@ -449,7 +450,7 @@ async def _stream_response(state: ServerState, upload: UploadFile, params: _Para
     """
     loop = asyncio.get_running_loop()
     stack = contextlib.AsyncExitStack()
-    await stack.enter_async_context(state.admission.slot())
+    await stack.enter_async_context(state.admission.slot(ticket))
     try:
         audio = await _decode(loop, state, upload, max_seconds)
     except BaseException:

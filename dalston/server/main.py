@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keys-file", default=os.environ.get(KEYS_FILE_ENV), help=f"API key digests (default ${KEYS_FILE_ENV})")
     parser.add_argument("--insecure-no-auth", action="store_true", help="serve without API keys (local development only)")
     parser.add_argument("--max-upload-mb", type=float, default=1024.0, help="413 above this upload size")
+    parser.add_argument("--retry-grace", type=float, default=5.0,
+                        help="seconds a refused request's queue place is held after its Retry-After for its retry "
+                             "(x-stainless-retry-count / Dalston-Retry); 0 disables (default 5)")
     parser.add_argument("--max-queue", type=int, default=None, help="requests that may wait for a slot (default 4 x max_concurrency); beyond: 429")
     parser.add_argument("--realtime-idle-timeout", type=float, default=None, help="seconds without audio before a realtime session is closed")
     connection_limits.add_arguments(parser)
@@ -130,6 +133,7 @@ def _serve(args: argparse.Namespace, entry: CatalogEntry, registry: ModelRegistr
     realtime_limits = RealtimeLimits(idle_timeout_s=args.realtime_idle_timeout) if args.realtime_idle_timeout else None
     try:
         state = ServerState.create(entry, registry, directory, keys=keys, max_queue=args.max_queue,
+                                   retry_grace_seconds=max(0.0, args.retry_grace),
                                    max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
                                    realtime_limits=realtime_limits)
         registrar = registrar_for(entry.spec, args.host, args.port, args.gateway)

@@ -56,10 +56,10 @@ class ServerState:
     @classmethod
     def create(cls, entry: CatalogEntry, registry: ModelRegistry, weights_dir: Path, *, keys: KeyStore | None,
                max_queue: int | None = None, max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES,
-               realtime_limits: RealtimeLimits | None = None) -> ServerState:
+               realtime_limits: RealtimeLimits | None = None, retry_grace_seconds: float = 5.0) -> ServerState:
         concurrency = entry.spec.capabilities.max_concurrency
         limits = Limits(max_concurrency=concurrency, max_queue=4 * concurrency if max_queue is None else max_queue,
-                        max_upload_bytes=max_upload_bytes)
+                        max_upload_bytes=max_upload_bytes, retry_grace_seconds=retry_grace_seconds)
         return cls(entry, create_engine(entry), registry, keys, limits, weights_dir, realtime_limits or RealtimeLimits())
 
     def close(self) -> None:
