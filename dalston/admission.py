@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 from dalston.auth import KEY_PREFIX, KeyStore
 from dalston.catalog import ModelNotFound, ModelRegistry
-from dalston.errors import ApiError
+from dalston.errors import ApiError, echo
 
 #: How a browser's WebSocket (which cannot set headers) sends a key, as OpenAI's realtime API defines it.
 SUBPROTOCOL_KEY_PREFIX = "openai-insecure-api-key."
@@ -95,9 +95,9 @@ def resolve_model(models: ModelRegistry, name: str | None, *, served: str | None
     except ModelNotFound as exc:
         if served is None:
             raise ApiError(404, str(exc), "model_not_found", param="model") from None
-        raise _not_served(models, served, f"model '{name}' does not exist") from None
+        raise _not_served(models, served, f"model '{echo(name)}' does not exist") from None
     if served is not None and engine_id != served:
-        raise _not_served(models, served, f"'{name}' is served by the {engine_id} engine, not this one")
+        raise _not_served(models, served, f"'{echo(name)}' is served by the {engine_id} engine, not this one")
     return engine_id
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from dalston.errors import echo
 from dalston.spec import SCHEMA_VERSION, EngineSpec
 from dalston.yamlsubset import LoadedYaml, YamlSubsetError, load_yaml
 
@@ -165,7 +166,7 @@ class ModelNotFound(LookupError):
     """The requested model is neither an engine id nor an alias; the message lists what is known."""
 
     def __init__(self, name: str, known: list[str]) -> None:
-        super().__init__(f"model '{name}' not found; known models: {', '.join(known)}")
+        super().__init__(f"model '{echo(name)}' not found; known models: {', '.join(known)}")
         self.name = name
         self.known = known
 

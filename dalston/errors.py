@@ -10,9 +10,22 @@ route) renders it in one place.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.responses import JSONResponse
+if TYPE_CHECKING:  # starlette is the server extra's; the catalog (and so the CLI) imports `echo` without it
+    from starlette.responses import JSONResponse
+
+#: At most this many characters of one client-supplied value are repeated in an error message: a 10 KB
+#: model name must not come back as a 10 KB body (the gateway's model-field cap is the same number).
+ECHO_LIMIT = 256
+#: No error message is longer than this, whatever it repeats.
+MESSAGE_LIMIT = 2048
+
+
+def echo(value: object, limit: int = ECHO_LIMIT) -> str:
+    """`value` as an error message may quote it: as is when short, else its start and its length."""
+    text = str(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 #: HTTP status -> WebSocket close code (RFC 6455 leaves 4000-4999 to applications). The irregular
 #: 4001/4003/4029 predate the table and are kept because clients branch on them.
@@ -29,8 +42,10 @@ def close_code(status: int) -> int:
 
 def openai_error(status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
                  param: str | None = None, headers: Mapping[str, str] | None = None) -> JSONResponse:
-    return JSONResponse({"error": {"message": message, "type": type_, "param": param, "code": code}},
-                        status_code=status, headers=headers)
+    from starlette.responses import JSONResponse
+
+    return JSONResponse({"error": {"message": echo(message, MESSAGE_LIMIT), "type": type_, "param": param,
+                                   "code": code}}, status_code=status, headers=headers)
 
 
 class ApiError(Exception):
@@ -51,7 +66,7 @@ class ApiError(Exception):
 
     def event(self) -> dict[str, Any]:
         """The realtime `error` event for this error (native protocol: `code` and `message` at top level)."""
-        return {"type": "error", "code": self.code, "message": self.message}
+        return {"type": "error", "code": self.code, "message": echo(self.message, MESSAGE_LIMIT)}
 
     @property
     def close_code(self) -> int:

@@ -32,7 +32,7 @@ from dalston.audio import AudioError, DecodedAudio, decode_audio
 from dalston.console import console_routes
 from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, Task, TranscribeOptions, Transcript,
                                 UnsupportedOption)
-from dalston.errors import ApiError, openai_error
+from dalston.errors import ApiError, echo, openai_error
 from dalston.model_card import card_fields
 from dalston.server.metrics import CONTENT_TYPE
 from dalston.server.params import parse_quality
@@ -327,7 +327,7 @@ def _text_field(form: FormData, name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, UploadFile):
-        raise ApiError(400, f"'{name}' must be a text field, not a file", "invalid_parameter", param=name)
+        raise ApiError(400, f"'{echo(name)}' must be a text field, not a file", "invalid_parameter", param=name)
     return value.strip()
 
 
@@ -337,7 +337,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
 
     response_format = _text_field(form, "response_format") or "json"
     if response_format not in formats.RESPONSE_FORMATS:
-        raise ApiError(400, f"response_format '{response_format}' is not one of {', '.join(formats.RESPONSE_FORMATS)}",
+        raise ApiError(400, f"response_format '{echo(response_format)}' is not one of {', '.join(formats.RESPONSE_FORMATS)}",
                        "invalid_response_format", param="response_format")
 
     language = _text_field(form, "language") or None
@@ -346,7 +346,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
         allowed = state.engine.languages()
         if allowed is not None and language not in allowed:
             shown = ", ".join(sorted(allowed)[:20]) + (", …" if len(allowed) > 20 else "")
-            raise ApiError(400, f"language '{language}' is not supported by {spec.id} (ISO 639-1 codes: {shown})",
+            raise ApiError(400, f"language '{echo(language)}' is not supported by {spec.id} (ISO 639-1 codes: {shown})",
                            "unsupported_language", param="language")
 
     raw_temperature = _text_field(form, "temperature")
@@ -364,7 +364,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
                           form.getlist("timestamp_granularities[]") + form.getlist("timestamp_granularities"))
     for value in granularities:
         if value not in formats.GRANULARITIES:
-            raise ApiError(400, f"timestamp_granularities entry '{value}' must be 'word' or 'segment'",
+            raise ApiError(400, f"timestamp_granularities entry '{echo(value)}' must be 'word' or 'segment'",
                            "invalid_timestamp_granularities", param="timestamp_granularities[]")
     if granularities and response_format != "verbose_json":
         raise ApiError(400, "timestamp_granularities needs response_format=verbose_json",
@@ -404,7 +404,7 @@ async def _prepare(request: Request) -> Response:
     async with _form(request) as form:
         response_format = _text_field(form, "response_format") or "json"
         if response_format not in ("json", "wav"):
-            raise ApiError(400, f"response_format '{response_format}' is not one of json, wav", "invalid_response_format",
+            raise ApiError(400, f"response_format '{echo(response_format)}' is not one of json, wav", "invalid_response_format",
                            param="response_format")
         upload = form.get("file")
         if not isinstance(upload, UploadFile):

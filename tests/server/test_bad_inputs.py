@@ -119,3 +119,14 @@ def test_server_still_serves_after_the_table(client, base_server):
     assert response.status_code == 200
     assert assets.normalize_words(response.json()["text"]) == assets.reference_words("beckett")
     assert base_server.state.admission.in_flight == 0 and base_server.state.admission.queued == 0
+
+
+def test_error_bodies_never_repeat_a_huge_input(base_server) -> None:
+    """A 10 KB model name (or language, or format) comes back as at most ~256 characters of it (issue 11.6)."""
+    url = base_server.url
+    for field in ("model", "language", "response_format"):
+        r = httpx.post(f"{url}/v1/audio/transcriptions", headers=AUTH, data={field: "x" * 10_000},
+                       files={"file": ("a.wav", b"RIFF", "audio/wav")}, timeout=60)
+        assert 400 <= r.status_code < 500, (field, r.status_code)
+        assert len(r.content) < 1500, (field, len(r.content))
+        assert "(10000 characters)" in r.json()["error"]["message"], r.json()
