@@ -22,6 +22,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from collections.abc import Collection
 from typing import Any, Callable
 
 log = logging.getLogger("dalston.gateway")
@@ -148,9 +149,11 @@ class InstanceRegistry:
         self.expire()
         return list(self._by_id.values())
 
-    def pick(self, engine_id: str) -> Instance | None:
-        """The live instance with the fewest requests in flight (relative to its capacity), oldest-served first."""
-        candidates = self.live(engine_id)
+    def pick(self, engine_id: str, exclude: Collection[str] = ()) -> Instance | None:
+        """The live instance with the fewest requests in flight (relative to its capacity), oldest-served first.
+
+        `exclude`: instance ids already tried for this request (alive but refusing it)."""
+        candidates = [i for i in self.live(engine_id) if i.instance_id not in exclude]
         if not candidates:
             return None
         return min(candidates, key=lambda i: (i.load, i.served, i.order))

@@ -98,8 +98,8 @@ async def realtime(websocket: WebSocket) -> None:
         token = bearer_token(websocket.headers, websocket.query_params, subprotocols)
         headers = [("Authorization", f"Bearer {token}")] if token else []  # the engine checks the same key
         headers += [(k, v) for k, v in websocket.headers.items() if k.lower() == "openai-beta"]
-        upstream = await transport.connect_realtime(state, inst, engine_id, websocket.url.path, query, headers,
-                                                    subprotocol)
+        inst, upstream = await transport.connect_realtime(state, inst, engine_id, websocket.url.path, query,
+                                                          headers, subprotocol)
     except ApiError as exc:
         if first_text is None:  # still in the handshake
             try:

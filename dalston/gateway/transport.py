@@ -163,16 +163,38 @@ _CREATED = ("session.created", "transcription_session.created")  # an engine's f
 
 
 async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, path: str, query: dict[str, str],
-                           headers: list[tuple[str, str]], subprotocol: str | None) -> ClientConnection:
-    """Open the engine side of a realtime session on `inst`; 502 `engine_unreachable` as `ApiError`."""
-    url = f"{'ws' + inst.url.removeprefix('http')}{path}?{urlencode(query)}"
-    try:
-        return await websockets.connect(url, additional_headers=headers, open_timeout=state.config.connect_timeout,
-                                        max_size=None, subprotocols=[Subprotocol(subprotocol)] if subprotocol else None)
-    except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
-        state.metrics.upstream_errors.labels(engine_id, "connect").inc()
-        raise ApiError(502, f"engine for '{engine_id}' refused the realtime session: {exc}",
-                       "engine_unreachable") from None
+                           headers: list[tuple[str, str]], subprotocol: str | None
+                           ) -> tuple[Instance, ClientConnection]:
+    """Open the engine side of a realtime session on `inst`, else on the next live instance that takes it.
+
+    An instance that cannot be reached (refused, reset, timed out) is marked down at once and the
+    session tries the next one: nothing has been sent upstream yet, so nothing is lost. One that
+    answers the handshake with an HTTP refusal (draining, full) stays registered but is skipped.
+    With no instance left: 502 `engine_unreachable` naming the last failure.
+    """
+    tried: list[str] = []
+    last_error = ""
+    current: Instance | None = inst
+    while current is not None:
+        tried.append(current.instance_id)
+        url = f"{'ws' + current.url.removeprefix('http')}{path}?{urlencode(query)}"
+        try:
+            upstream = await websockets.connect(url, additional_headers=headers,
+                                                open_timeout=state.config.connect_timeout, max_size=None,
+                                                subprotocols=[Subprotocol(subprotocol)] if subprotocol else None)
+            return current, upstream
+        except websockets.InvalidStatus as exc:  # alive, but refused the handshake (e.g. 503 draining)
+            state.metrics.upstream_errors.labels(engine_id, "refused").inc()
+            last_error = f"{current.url} answered HTTP {exc.response.status_code}"
+            log.warning("realtime_refused engine_id=%s url=%s status=%d", engine_id, current.url,
+                        exc.response.status_code)
+        except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
+            state.metrics.upstream_errors.labels(engine_id, "connect").inc()
+            last_error = f"{current.url}: {type(exc).__name__}"
+            state.instances.mark_dead(current, f"connect_error={type(exc).__name__}")
+        current = state.instances.pick(engine_id, exclude=tried)
+    raise ApiError(502, f"no instance of '{engine_id}' took the realtime session ({len(tried)} tried; last: "
+                        f"{last_error})", "engine_unreachable")
 
 
 async def relay_realtime(websocket: WebSocket, upstream: ClientConnection, state: GatewayState, inst: Instance,
