@@ -79,6 +79,8 @@ def test_in_flight_counts_are_shared(catalog, keys_file, redis_server, engines):
         registrars = [start_registrar([a], engine, catalog) for engine in engines]
         assert wait_for(lambda: len(instances(b)) == 2, 3)
         for _ in range(3):  # whichever engine A picks, B picks the other one
+            # The previous round's request is gone from B's view first (one poll of each replica).
+            assert wait_for(lambda: not any(i["remote_in_flight"] for i in instances(b).values()), 3)
             holder: list[str] = []
             thread = threading.Thread(target=lambda: holder.append(served_by(a, hold=3.0)))
             thread.start()
