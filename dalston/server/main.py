@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shutdown-timeout", type=float, default=float(os.environ.get("DALSTON_SHUTDOWN_TIMEOUT", "30")),
                         help="seconds to drain in-flight requests and realtime sessions on SIGTERM "
                              "(default $DALSTON_SHUTDOWN_TIMEOUT or 30)")
-    parser.add_argument("--gateway", default=None, help="register with this gateway URL (default $DALSTON_GATEWAY_URL)")
+    parser.add_argument("--gateway", default=None, help="register with this gateway URL, or several comma-separated (gateway replicas sharing "
+                             "a registry: each gets the heartbeats) (default $DALSTON_GATEWAY_URL)")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
     from dalston.jobs.worker import add_queue_arguments
 
