@@ -164,6 +164,8 @@ async def realtime_client(run: Run, url: str, model: str, samples: np.ndarray, r
             outcome = "ok" if wer <= 0.2 else "wrong_text"
         else:
             outcome = f"cut_{result.close_code}"
+            if result.close_code in (4029, 4503):
+                await asyncio.sleep(1.0)  # refused (engine full or draining): back off as a client would
         errors = ",".join(str(e.get("code")) for e in result.errors)
         run.add(Outcome("realtime", started, run.now(), outcome,
                         f"wer={wer:.2f} finals={len(result.finals)} errors={errors} reason={result.close_reason}"))
@@ -367,8 +369,9 @@ def classify(run: Run) -> None:
         elif f.kind == "restart":
             windows.append((f.at - 0.1, (f.until or f.at) + 1.0))
     for o in run.outcomes:
-        if o.result in ("ok", "clear_error", "closed", "http_429", "http_503"):  # 429/503: refused with
-            # Retry-After (no live instance, or full): the client knows to retry; counted, not a failure
+        if o.result in ("ok", "clear_error", "closed", "http_429", "http_503", "cut_4029", "cut_4503"):
+            # refused before any work (429/503 + Retry-After; a session refused with 4029 because batch
+            # requests hold the engine's one budget, or 4503 while it drains): counted, not a failure
             continue
         o.expected = o.result.startswith(("conn_", "http_502", "cut_")) and any(
             start <= o.ended <= end for start, end in windows)
