@@ -54,6 +54,10 @@ _SENTENCE_END = re.compile(r"[.?!。？！]['\"”’)]*$")
 _PROMPT_CHARS = 200
 _DUP_TOLERANCE_S = 0.1
 _TAIL_S = 0.3
+#: A trailing word Whisper itself gives less than this probability, at the very end of an utterance,
+#: is taken for the classic end-of-audio invention ("Thank you." after "Fail better." on pcm16 beckett:
+#: "Thank" p=0.01 spanning the trailing silence, "you." zero-length).
+_INVENTED_P = 0.15
 
 
 def _tail(samples: np.ndarray, count: int) -> np.ndarray:
@@ -304,7 +308,7 @@ class LocalAgreementSession(StreamingSession):
         if 0 < keep < self._buffer_len:
             self._buffer = [self._audio()[:keep]]
             self._buffer_len = keep
-        words = self._final_decode() if self._buffer_len else []
+        words = _drop_invented_tail(self._final_decode()) if self._buffer_len else []
         if not words:  # the full decode heard nothing: keep what two passes agreed on
             words = self._committed
         self._committed, self._tentative = [], []
@@ -330,3 +334,17 @@ class LocalAgreementSession(StreamingSession):
         self._history.append(text)
         self._history = self._history[-8:]
         return Final(text, words[0].start, words[-1].end, tuple(replace(w, word=w.word.strip()) for w in words))
+
+
+def _drop_invented_tail(words: list[Word]) -> list[Word]:
+    """`words` without a trailing run of words that are zero-length or below `_INVENTED_P` probability,
+    when the run holds at least one improbable word. Whisper ends an utterance that closes on silence
+    with a confident-looking "Thank you." often enough that finals cannot carry it; words it really
+    heard at the end of speech have high probability, and the run must start with an improbable one."""
+    def improbable(w: Word) -> bool:
+        return w.probability is not None and w.probability < _INVENTED_P
+
+    cut = len(words)
+    while cut and (words[cut - 1].end <= words[cut - 1].start or improbable(words[cut - 1])):
+        cut -= 1
+    return words[:cut] if any(improbable(w) for w in words[cut:]) else words

@@ -169,3 +169,17 @@ def test_variant_floor_above_min_chunk_is_a_clear_error() -> None:
     with pytest.raises(ValidationError, match=r"min_chunk_floor_ms \(800\) must not exceed min_chunk_ms \(500\)"):
         WhisperStreaming(min_chunk_ms=500, min_chunk_floor_ms=800)
     assert WhisperStreaming(min_chunk_ms=1000, min_chunk_floor_ms=300).min_chunk_floor_ms == 300
+
+
+def test_an_improbable_trailing_run_is_dropped_from_a_final() -> None:
+    """The words the real base model gave for pcm16 beckett's last utterance: 'Thank' (p=0.01) spans the
+    trailing silence, 'you.' has no length; the spoken words keep their high probabilities."""
+    from dalston.streaming.local_agreement import _drop_invented_tail
+
+    heard = [Word(6.22, 6.82, "Fail", 0.97), Word(6.82, 7.16, "again,", 1.0), Word(7.86, 8.34, "fail", 0.96),
+             Word(8.34, 8.68, "better.", 0.99)]
+    invented = [Word(8.68, 9.94, "Thank", 0.01), Word(9.94, 9.94, "you.", 0.97)]
+    assert _drop_invented_tail(heard + invented) == heard
+    assert _drop_invented_tail(heard) == heard  # nothing improbable: unchanged
+    # a zero-length word alone is not enough to drop anything (timestamps can collapse on real speech)
+    assert _drop_invented_tail(heard + [Word(8.68, 8.68, "yes.", 0.9)]) == heard + [Word(8.68, 8.68, "yes.", 0.9)]
