@@ -12,6 +12,7 @@ import io
 import math
 import os
 import struct
+import wave
 from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterator
@@ -187,3 +188,16 @@ def _reason(exc: Exception) -> str:
 def pcm16_to_float32(data: bytes) -> np.ndarray:
     """Little-endian signed 16-bit PCM -> float32 in [-1, 1)."""
     return np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """16-bit PCM mono WAV of float samples: the prepare stage's `response_format=wav` and stored job
+    chunks (half the size of float32, lossless for speech)."""
+    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(sample_rate)
+        out.writeframes(pcm)
+    return buffer.getvalue()

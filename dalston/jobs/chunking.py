@@ -10,13 +10,12 @@ at its quietest point: a chunk never exceeds `max_seconds`.
 
 from __future__ import annotations
 
-import io
-import wave
 from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from dalston.audio import SAMPLE_RATE
+
 FRAME_S = 0.02      # energy frame
 SMOOTH_S = 0.4      # moving-average window over frame energies
 MIN_FRACTION = 0.5  # search for the cut in [start + MIN_FRACTION*max, start + max]
@@ -82,15 +81,3 @@ def _longest_run(indexes: np.ndarray) -> np.ndarray:
     breaks = np.flatnonzero(np.diff(indexes) != 1) + 1
     runs = np.split(indexes, breaks)
     return max(runs, key=len)
-
-
-def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """16-bit PCM mono WAV: what chunks are stored as (half the size of float32, lossless for speech)."""
-    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm)
-    return buffer.getvalue()

@@ -34,7 +34,8 @@ import redis.asyncio as aioredis
 
 from dalston.audio import AudioError, decode_audio
 from dalston.jobs import model as m
-from dalston.jobs.chunking import plan_chunks, wav_bytes
+from dalston.audio import wav_bytes
+from dalston.jobs.chunking import plan_chunks
 from dalston.jobs.merge import merge, transcript_from_dict
 from dalston.jobs.storage import Storage
 from dalston.jobs.store import JobStore

@@ -35,6 +35,7 @@ from dalston.jobs.merge import transcript_from_dict
 from dalston.jobs.storage import Storage, StorageError
 from dalston.jobs.store import JobStore
 from dalston.errors import ApiError
+from dalston.server.params import text_field
 from dalston.shared_redis import UNAVAILABLE_ERRORS, client
 
 #: The gateway's authentication: the caller's owner id (a key digest) or the refusal to send.
@@ -171,21 +172,12 @@ async def _owned(request: Request, backend: JobsBackend, owner: str) -> m.Job:
     return job
 
 
-def _text(form: FormData, name: str) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if isinstance(value, UploadFile):
-        raise ApiError(400, f"'{name}' must be a text field, not a file", "invalid_parameter", param=name)
-    return value.strip() or None
-
-
 def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job, UploadFile]:
     upload = form.get("file")
     if not isinstance(upload, UploadFile):
         raise ApiError(400, "missing 'file': attach the audio as a multipart file field named 'file'", "missing_file",
                        param="file")
-    name = _text(form, "model")
+    name = text_field(form, "model")
     if not name:
         raise ApiError(400, "missing 'model': name the variant id or alias to transcribe with", "missing_model",
                        param="model")
@@ -197,7 +189,7 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
     if spec.stage != "transcribe":
         raise ApiError(400, f"'{name}' is a {spec.stage} engine; jobs run on batch transcription models",
                        "unsupported_model", param="model")
-    response_format = _text(form, "response_format") or "json"
+    response_format = text_field(form, "response_format") or "json"
     if response_format not in formats.RESPONSE_FORMATS:
         raise ApiError(400, f"response_format '{response_format}' is not one of {', '.join(formats.RESPONSE_FORMATS)}",
                        "invalid_response_format", param="response_format")
@@ -209,7 +201,7 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
     if "word" in granularities and not spec.capabilities.word_timestamps:
         raise ApiError(400, f"{spec.id} does not produce word timestamps", "unsupported_option",
                        param="timestamp_granularities[]")
-    raw_temperature = _text(form, "temperature") or "0"
+    raw_temperature = text_field(form, "temperature") or "0"
     try:
         temperature = float(raw_temperature)
     except ValueError:
@@ -217,23 +209,23 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
     if not 0.0 <= temperature <= 1.0:
         raise ApiError(400, f"temperature must be a number between 0 and 1, got '{raw_temperature}'",
                        "invalid_temperature", param="temperature")
-    task = _text(form, "task") or "transcribe"
+    task = text_field(form, "task") or "transcribe"
     if task not in ("transcribe", "translate") or (task == "translate" and not spec.capabilities.translation):
         raise ApiError(400, f"task '{task}' is not available on {spec.id} (transcribe"
                             f"{', translate' if spec.capabilities.translation else ''})", "unsupported_option",
                        param="task")
-    webhook_url = _text(form, "webhook_url")
+    webhook_url = text_field(form, "webhook_url")
     if webhook_url is not None:
         parts = urlsplit(webhook_url)
         if parts.scheme not in ("http", "https") or not parts.netloc or len(webhook_url) > 2048:
             raise ApiError(400, f"webhook_url must be an http(s) URL, got '{webhook_url[:100]}'", "invalid_webhook_url",
                            param="webhook_url")
-    language = _text(form, "language")
+    language = text_field(form, "language")
     declared = [code for code in spec.capabilities.languages if code != "multilingual"]
     if language and declared and "multilingual" not in spec.capabilities.languages and language.lower() not in declared:
         raise ApiError(400, f"language '{language}' is not supported by {spec.id} ({', '.join(declared)})",
                        "unsupported_language", param="language")
-    options = m.JobOptions(language=language.lower() if language else None, prompt=_text(form, "prompt"),
+    options = m.JobOptions(language=language.lower() if language else None, prompt=text_field(form, "prompt"),
                            temperature=temperature, task=task,  # type: ignore[arg-type]
                            word_timestamps="word" in granularities)
     job = m.Job(id=m.new_job_id(), owner=owner, model=engine_id, status="queued", created_at=time.time(),

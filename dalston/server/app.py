@@ -28,14 +28,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from dalston import formats
 from dalston.admission import Ticket, authenticate, is_retry, resolve_model
-from dalston.audio import AudioError, DecodedAudio, decode_audio
+from dalston.audio import AudioError, DecodedAudio, decode_audio, wav_bytes
 from dalston.console import console_routes
 from dalston.engine_sdk import (PrepareEngine, Segment, StreamingEngine, Task, TranscribeOptions, Transcript,
                                 UnsupportedOption)
 from dalston.errors import ApiError, echo, openai_error
 from dalston.model_card import card_fields
 from dalston.server.metrics import CONTENT_TYPE
-from dalston.server.params import parse_quality
+from dalston.server.params import parse_quality, text_field
 from dalston.server.realtime import realtime_routes
 from dalston.server.state import ServerState
 
@@ -322,25 +322,16 @@ class _Params:
             options, response_format, granularities, stream, quality)
 
 
-def _text_field(form: FormData, name: str) -> str | None:
-    value = form.get(name)
-    if value is None:
-        return None
-    if isinstance(value, UploadFile):
-        raise ApiError(400, f"'{echo(name)}' must be a text field, not a file", "invalid_parameter", param=name)
-    return value.strip()
-
-
 def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
     spec = state.spec
-    resolve_model(state.registry, _text_field(form, "model"), served=spec.id)
+    resolve_model(state.registry, text_field(form, "model"), served=spec.id)
 
-    response_format = _text_field(form, "response_format") or "json"
+    response_format = text_field(form, "response_format") or "json"
     if response_format not in formats.RESPONSE_FORMATS:
         raise ApiError(400, f"response_format '{echo(response_format)}' is not one of {', '.join(formats.RESPONSE_FORMATS)}",
                        "invalid_response_format", param="response_format")
 
-    language = _text_field(form, "language") or None
+    language = text_field(form, "language") or None
     if language is not None:
         language = language.lower()
         allowed = state.engine.languages()
@@ -349,7 +340,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
             raise ApiError(400, f"language '{echo(language)}' is not supported by {spec.id} (ISO 639-1 codes: {shown})",
                            "unsupported_language", param="language")
 
-    raw_temperature = _text_field(form, "temperature")
+    raw_temperature = text_field(form, "temperature")
     temperature = 0.0
     if raw_temperature:
         try:
@@ -373,7 +364,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
         raise ApiError(400, f"{spec.id} does not produce word timestamps", "unsupported_option",
                        param="timestamp_granularities[]")
 
-    raw_stream = (_text_field(form, "stream") or "false").lower()
+    raw_stream = (text_field(form, "stream") or "false").lower()
     if raw_stream not in _TRUE | _FALSE:
         raise ApiError(400, f"stream must be true or false, got '{raw_stream}'", "invalid_parameter", param="stream")
     stream = raw_stream in _TRUE
@@ -386,7 +377,7 @@ def _parse_params(state: ServerState, form: FormData, task: Task) -> _Params:
                             f"/v1/audio/transcriptions", "unsupported_option", param="model")
 
     quality = parse_quality(form, response_format)  # dalston extensions: VAD, guards, hotwords, cue limits
-    options = TranscribeOptions(language=language, task=task, prompt=_text_field(form, "prompt") or None,
+    options = TranscribeOptions(language=language, task=task, prompt=text_field(form, "prompt") or None,
                                 temperature=temperature, word_timestamps="word" in granularities or quality.needs_words,
                                 **quality.options)
     return _Params(options, response_format, granularities or ("segment",), stream, quality)
@@ -402,7 +393,7 @@ async def _prepare(request: Request) -> Response:
     engine = state.engine
     assert isinstance(engine, PrepareEngine)
     async with _form(request) as form:
-        response_format = _text_field(form, "response_format") or "json"
+        response_format = text_field(form, "response_format") or "json"
         if response_format not in ("json", "wav"):
             raise ApiError(400, f"response_format '{echo(response_format)}' is not one of json, wav", "invalid_response_format",
                            param="response_format")
@@ -417,24 +408,8 @@ async def _prepare(request: Request) -> Response:
             except AudioError as exc:
                 raise ApiError(400, exc.message, exc.code, param="file") from None
     if response_format == "wav":
-        return Response(_wav_bytes(audio.samples), media_type="audio/wav")
+        return Response(wav_bytes(audio.samples), media_type="audio/wav")
     return JSONResponse(audio.report())
-
-
-def _wav_bytes(samples: Any) -> bytes:
-    import io
-    import wave
-
-    import numpy as np
-
-    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(16000)
-        out.writeframes(pcm)
-    return buffer.getvalue()
 
 
 # ------------------------------------------------------------------ stream=true (SSE)

@@ -15,7 +15,7 @@ from starlette.datastructures import FormData, UploadFile
 
 from dalston.formats import WORD_TIMED_FORMATS
 from dalston.segmenting import CueLimits
-from dalston.errors import ApiError
+from dalston.errors import ApiError, echo
 
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no"})
 
@@ -27,12 +27,14 @@ class QualityParams:
     needs_words: bool
 
 
-def _text(form: FormData, name: str) -> str | None:
+def text_field(form: FormData, name: str) -> str | None:
+    """The stripped text of form field `name`, None when absent or blank; 400 if it arrived as a file.
+    The one reader of text fields for the audio routes and the job routes."""
     value = form.get(name)
     if value is None:
         return None
     if isinstance(value, UploadFile):
-        raise ApiError(400, f"'{name}' must be a text field, not a file", "invalid_parameter", param=name)
+        raise ApiError(400, f"'{echo(name)}' must be a text field, not a file", "invalid_parameter", param=name)
     return value.strip() or None
 
 
@@ -41,7 +43,7 @@ def _invalid(name: str, expected: str, raw: str) -> ApiError:
 
 
 def _number(form: FormData, name: str, low: float, high: float, *, integer: bool = False) -> float | None:
-    raw = _text(form, name)
+    raw = text_field(form, name)
     if raw is None:
         return None
     expected = f"{'an integer' if integer else 'a number'} between {low:g} and {high:g}"
@@ -55,7 +57,7 @@ def _number(form: FormData, name: str, low: float, high: float, *, integer: bool
 
 
 def _flag(form: FormData, name: str) -> bool | None:
-    raw = _text(form, name)
+    raw = text_field(form, name)
     if raw is None:
         return None
     if raw.lower() not in _TRUE | _FALSE:
@@ -74,7 +76,7 @@ def parse_quality(form: FormData, response_format: str) -> QualityParams:
         "log_prob_threshold": _number(form, "log_prob_threshold", -100.0, 0.0),
         "compression_ratio_threshold": _number(form, "compression_ratio_threshold", 0.1, 100.0),
         "condition_on_previous_text": _flag(form, "condition_on_previous_text"),
-        "hotwords": _text(form, "hotwords"),
+        "hotwords": text_field(form, "hotwords"),
     }
     if options["hotwords"] is not None and len(options["hotwords"]) > 1000:
         raise ApiError(400, "hotwords must be at most 1000 characters", "invalid_parameter", param="hotwords")

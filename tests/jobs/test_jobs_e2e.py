@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from dalston.jobs.chunking import wav_bytes
+from dalston.audio import wav_bytes
 from dalston.jobs.webhooks import SIGNATURE_HEADER, verify
 from tests.fixtures import assets
 from tests.fixtures.serving import serve_app
