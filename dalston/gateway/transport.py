@@ -169,7 +169,9 @@ async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, 
 
     An instance that cannot be reached (refused, reset, timed out) is marked down at once and the
     session tries the next one: nothing has been sent upstream yet, so nothing is lost. One that
-    answers the handshake with an HTTP refusal (draining, full) stays registered but is skipped.
+    answers the handshake with an HTTP status (e.g. a proxy in front of it) stays registered but is
+    skipped. A dalston engine that refuses a session (full, draining) accepts first and closes with
+    4029/4503; that close is relayed to the client, not retried.
     With no instance left: 502 `engine_unreachable` naming the last failure.
     """
     tried: list[str] = []
@@ -183,7 +185,7 @@ async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, 
                                                 open_timeout=state.config.connect_timeout, max_size=None,
                                                 subprotocols=[Subprotocol(subprotocol)] if subprotocol else None)
             return current, upstream
-        except websockets.InvalidStatus as exc:  # alive, but refused the handshake (e.g. 503 draining)
+        except websockets.InvalidStatus as exc:  # alive, but answered the handshake with an HTTP status
             state.metrics.upstream_errors.labels(engine_id, "refused").inc()
             last_error = f"{current.url} answered HTTP {exc.response.status_code}"
             log.warning("realtime_refused engine_id=%s url=%s status=%d", engine_id, current.url,

@@ -3,7 +3,7 @@
 Before: with two engines and one SIGKILLed, 16 of 17 new sessions got 502 for 5 s while the other
 engine was live, because the WebSocket path neither dropped an engine it could not reach nor tried
 another. Now a failed connect marks the instance down at once and the session goes to the next live
-instance (nothing was sent upstream yet); an engine that refuses the handshake (draining) is skipped.
+instance (nothing was sent upstream yet); an upstream that refuses the handshake with an HTTP status is skipped.
 Real gateway app and real fake-engine servers on loopback (tests/gateway/fake_engine.py).
 """
 
@@ -27,8 +27,15 @@ from tests.gateway.test_gateway_proxy import register
 AUTH = [("authorization", f"Bearer {TEST_KEY}")]
 
 
-def draining_engine() -> Starlette:
-    """Refuses every realtime handshake with 503, as a draining `dalston serve` does."""
+def refusing_upstream() -> Starlette:
+    """Refuses every realtime handshake with HTTP 503 (`websockets.InvalidStatus` at the gateway).
+
+    NOT what a draining `dalston serve` does: dalston/server/realtime.py (checked at f3faca3) accepts the
+    upgrade and then closes with 4503 `shutting_down`, which the gateway relays to the client (a
+    draining engine is deregistered first, so new sessions rarely reach it). This models an upstream
+    that answers the handshake with a status — a proxy or load balancer in front of an engine, or an
+    engine whose accept never happens — so a real defect there (treating a refusal as a dead engine, or
+    not trying the next one) fails here."""
     async def realtime(websocket: WebSocket) -> None:
         await websocket.send_denial_response(JSONResponse({"error": {"code": "shutting_down"}}, status_code=503))
 
@@ -55,8 +62,8 @@ def test_sessions_skip_a_dead_engine_and_it_is_dropped_at_once(catalog, keys_fil
 
 def test_a_refusing_engine_is_skipped_but_kept(catalog, keys_file) -> None:
     with running_gateway(catalog, keys_file, heartbeat_timeout=60.0) as (gw, state), \
-            serve(draining_engine()) as draining, serve(fake_engine_app("live")) as live:
-        register(gw, "whisper-streaming-base", draining, catalog)
+            serve(refusing_upstream()) as refusing, serve(fake_engine_app("live")) as live:
+        register(gw, "whisper-streaming-base", refusing, catalog)
         register(gw, "whisper-streaming-base", live, catalog)
         assert [asyncio.run(open_session(gw)) for _ in range(4)] == ["live"] * 4
         assert len(state.instances.live("whisper-streaming-base")) == 2  # refusing is not dead
