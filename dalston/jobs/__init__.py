@@ -8,6 +8,7 @@ Modules, one job each:
   store         job state in Redis and the one atomic status change (Lua)
   streams       consumer-group reading of a Redis stream with capacity, keep-alive and reclaim
   orchestrator  prepare -> enqueue chunk tasks -> merge; webhooks; TTLs   (`dalston orchestrator`)
+  health        the orchestrator's /health, /ready and /metrics listener
   worker        queue mode of an engine server                          (`dalston serve ID --queue`)
   webhooks      signed, retried webhook delivery
   routes        the gateway's /v1/jobs API

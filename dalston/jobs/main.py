@@ -3,6 +3,8 @@
 Works from the environment alone, as the container manifests run it: `DALSTON_REGISTRY_URL` (the
 deployment's one Redis), `DALSTON_STORAGE_DIR` (the volume shared with the gateway and the engines),
 `DALSTON_WEBHOOK_SECRET`; every other setting has a flag with a default fit for production.
+A small HTTP listener (`--host`, `--port`, default 127.0.0.1:8070; containers bind 0.0.0.0:8000)
+answers `/health`, `/ready` and `/metrics` for probes and Prometheus (`dalston.jobs.health`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,24 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dalston.shared_redis import add_registry_argument, redis_url_from
+
+if TYPE_CHECKING:  # the heavy modules load in `run`, after the arguments are checked
+    import socket
+
+    from dalston.jobs.orchestrator import OrchestratorConfig
+    from dalston.jobs.storage import Storage
 
 log = logging.getLogger("dalston.jobs")
 
 
 def _env_float(name: str, default: float) -> float:
     return float(os.environ.get(name, default))
+
+
+DEFAULT_PORT = 8070  # beside the gateway's 8000 and an engine's 8080 on one machine
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,6 +53,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--webhook-secret", default=None, help="HMAC key for Dalston-Signature (default $DALSTON_WEBHOOK_SECRET)")
     parser.add_argument("--webhook-attempts", type=int, default=5, help="deliveries tried per webhook (default 5)")
     parser.add_argument("--webhook-backoff", type=float, default=2.0, help="first retry delay, doubled each time (default 2 s)")
+    parser.add_argument("--host", default=os.environ.get("DALSTON_ORCHESTRATOR_HOST", "127.0.0.1"),
+                        help="bind address of /health, /ready, /metrics (default 127.0.0.1; 0.0.0.0 in containers; "
+                             "$DALSTON_ORCHESTRATOR_HOST)")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("DALSTON_ORCHESTRATOR_PORT", DEFAULT_PORT)),
+                        help=f"port of /health, /ready, /metrics (default {DEFAULT_PORT}; $DALSTON_ORCHESTRATOR_PORT; "
+                             "0: any free port, logged); give each orchestrator on one host its own")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
 
 
@@ -53,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     from dalston.catalog import Catalog, SpecInvalid
-    from dalston.jobs.orchestrator import Orchestrator, OrchestratorConfig
+    from dalston.jobs.health import bind
+    from dalston.jobs.orchestrator import OrchestratorConfig
     from dalston.jobs.storage import storage_from
     from dalston.jobs.webhooks import SECRET_ENV, WebhookPolicy
 
@@ -83,21 +102,38 @@ def run(args: argparse.Namespace) -> int:
         variant_limits={i: float(e.spec.capabilities.max_audio_duration) for i, e in catalog.engines.items()},
         max_attempts=args.max_attempts, visibility_timeout=args.visibility_timeout, concurrency=args.concurrency,
         finished_ttl=args.job_ttl,
-        webhook=WebhookPolicy(secret, attempts=args.webhook_attempts, backoff=args.webhook_backoff) if secret else None)
-    asyncio.run(_main(url, storage, config, Orchestrator))
+        webhook=WebhookPolicy(secret, attempts=args.webhook_attempts, backoff=args.webhook_backoff) if secret else None,
+        task_engines=tuple(i for i, e in catalog.engines.items() if e.stage == "transcribe" and not e.spec.is_streaming))
+    if not 0 <= args.port <= 65535:
+        return _fail(f"--port must be 0-65535, got {args.port}")
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        return _fail(f"cannot listen on {args.host}:{args.port} for /health, /ready, /metrics: {exc.strerror or exc} "
+                     f"(another orchestrator on this host? give it its own --port)")
+    asyncio.run(_main(url, storage, config, sock))
     return 0
 
 
-async def _main(url: str, storage: object, config: object, orchestrator_class: type) -> None:
+async def _main(url: str, storage: Storage, config: OrchestratorConfig, sock: socket.socket) -> None:
+    from dalston.jobs.health import HealthServer
+    from dalston.jobs.orchestrator import Orchestrator
     from dalston.shared_redis import client
 
-    redis = client(url)
-    orchestrator = orchestrator_class(redis, storage, config)
+    orchestrator = Orchestrator(client(url), storage, config)
+    health = HealthServer(orchestrator.redis, orchestrator.metrics, config.task_engines, sock, orchestrator.name)
+
+    def stop() -> None:
+        health.stopping = True  # /ready 503 at once; /health and /metrics answer until the drain is over
+        orchestrator.consumer.stop()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, orchestrator.consumer.stop)
+        loop.add_signal_handler(sig, stop)
+    health.start()
     try:
         await orchestrator.run()
         log.info("orchestrator_stopped name=%s", orchestrator.name)
     finally:
-        await redis.aclose()
+        await health.stop()
+        await orchestrator.redis.aclose()

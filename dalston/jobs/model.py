@@ -47,6 +47,15 @@ def done_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}:done"
 
 
+def status_set_key(status: str) -> str:
+    """Set of the ids of jobs in an active status (`queued`, `running`): what `/metrics` counts."""
+    return f"{PREFIX}jobs:{status}"
+
+
+#: Per stream name, how many entries consumers have taken over from dead ones (XAUTOCLAIM).
+RECLAIMS_KEY = PREFIX + "stats:reclaims"
+
+
 def owner_key(owner: str) -> str:
     return f"{PREFIX}owner:{owner}:jobs"
 

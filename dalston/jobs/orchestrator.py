@@ -36,6 +36,7 @@ from dalston.audio import AudioError, decode_audio
 from dalston.jobs import model as m
 from dalston.audio import wav_bytes
 from dalston.jobs.chunking import plan_chunks
+from dalston.jobs.health import OrchestratorMetrics
 from dalston.jobs.merge import merge, transcript_from_dict
 from dalston.jobs.storage import Storage
 from dalston.jobs.store import JobStore
@@ -43,6 +44,8 @@ from dalston.jobs.streams import Delivery, StreamConsumer
 from dalston.jobs.webhooks import WebhookPolicy, deliver
 
 log = logging.getLogger("dalston.jobs")
+
+_EVENT_TYPES = frozenset({"submitted", "chunk_done", "chunk_failed", "finished"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class OrchestratorConfig:
     concurrency: int = 8                  # events handled at once
     finished_ttl: int = 7 * 24 * 3600     # seconds a finished job stays readable
     webhook: WebhookPolicy | None = None  # None: jobs with a webhook_url fail delivery (no secret)
+    task_engines: tuple[str, ...] = ()    # batch variants whose task streams /metrics reports
 
 
 class Orchestrator:
@@ -63,6 +67,7 @@ class Orchestrator:
                  name: str | None = None) -> None:
         self.redis, self.storage, self.config = redis, storage, config
         self.store = JobStore(redis)
+        self.metrics = OrchestratorMetrics()
         self.name = name or f"orchestrator-{socket.gethostname()}-{os.getpid()}"
         self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="prepare")
         self.consumer = StreamConsumer(redis, m.EVENTS_STREAM, m.ORCHESTRATOR_GROUP, self.name, handler=self.handle,
@@ -83,6 +88,7 @@ class Orchestrator:
     # ------------------------------------------------------------------ dispatch
     async def handle(self, event: Delivery) -> None:
         kind, job_id = event.fields.get("type"), event.fields.get("job", "")
+        self.metrics.events.labels(type=kind if kind in _EVENT_TYPES else "unknown").inc()
         job = await self.store.get(job_id)
         if job is None:
             log.info("event_dropped type=%s job_id=%s reason=job_gone", kind, job_id)
@@ -123,6 +129,7 @@ class Orchestrator:
             await self.store.fail(job, exc.code, exc.message)
             return
         duration = sum(c["duration"] for c in plan)
+        self.metrics.prepare_seconds.observe(time.time() - started)
         tasks = [json.dumps({**c, "attempt": 1}) for c in plan]
         moved = await self.store.advance(job, ["queued"], "running", tasks=tasks, fields={
             "duration": repr(duration), "chunks_total": len(plan), "chunks_done": 0, "audio_done": 0,
@@ -193,6 +200,7 @@ class Orchestrator:
         for part in ("input", "chunks", "results", "chunks.json"):
             self.storage.delete_prefix(f"jobs/{job.id}/{part}")
         await self.store.expire(job.id, self.config.finished_ttl)
+        self.metrics.jobs_finished.labels(status=job.status).inc()
         log.info("job_finished job_id=%s status=%s ttl=%d", job.id, job.status, self.config.finished_ttl)
 
     async def _webhook(self, job: m.Job) -> None:
@@ -202,6 +210,8 @@ class Orchestrator:
             return  # a redelivered `finished` event: the receiver already has it
 
         async def record(outcome: dict[str, Any]) -> None:
+            if outcome.get("attempt"):  # a real POST (attempt 0 records that nothing could be sent)
+                self.metrics.webhook_deliveries.labels(outcome="delivered" if outcome["delivered"] else "failed").inc()
             deliveries.append(outcome)
             await self.store.set_fields(job.id, {"webhook_deliveries": json.dumps(deliveries)})
 

@@ -21,7 +21,7 @@ from dalston.jobs import model as m
 from dalston.jobs.streams import text
 
 _ADVANCE = """
--- KEYS: job hash, events stream, job's task-id set, the job's engine stream
+-- KEYS: job hash, events stream, job's task-id set, the job's engine stream, queued-jobs set, running-jobs set
 -- ARGV: allowed current statuses (space separated), new status ('' = keep), now, fields (JSON object),
 --       job id, tasks (JSON array of task payloads to enqueue), purge ('1' = delete queued tasks), group
 local status = redis.call('HGET', KEYS[1], 'status')
@@ -29,7 +29,13 @@ if not status then return -1 end
 local allowed = false
 for s in string.gmatch(ARGV[1], '%S+') do if s == status then allowed = true end end
 if not allowed then return 0 end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'status', ARGV[2]) end
+if ARGV[2] ~= '' then
+  redis.call('HSET', KEYS[1], 'status', ARGV[2])
+  redis.call('SREM', KEYS[5], ARGV[5])
+  redis.call('SREM', KEYS[6], ARGV[5])
+  if ARGV[2] == 'queued' then redis.call('SADD', KEYS[5], ARGV[5]) end
+  if ARGV[2] == 'running' then redis.call('SADD', KEYS[6], ARGV[5]) end
+end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 for k, v in pairs(cjson.decode(ARGV[4])) do redis.call('HSET', KEYS[1], k, tostring(v)) end
 for _, payload in ipairs(cjson.decode(ARGV[6])) do
@@ -67,6 +73,7 @@ class JobStore:
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(m.job_key(job.id), mapping=fields)
         pipe.zadd(m.owner_key(job.owner), {job.id: job.created_at})
+        pipe.sadd(m.status_set_key("queued"), job.id)
         pipe.xadd(m.EVENTS_STREAM, {"type": "submitted", "job": job.id})
         await pipe.execute()
 
@@ -81,7 +88,8 @@ class JobStore:
         """Atomically: if the job's status is in `allowed`, set `new_status` + `fields`, enqueue `tasks`,
         remove its queued tasks (`purge`), and emit `finished` for a terminal status. False if not allowed."""
         result = await self._advance(
-            keys=[m.job_key(job.id), m.EVENTS_STREAM, m.tasks_key(job.id), m.task_stream(job.model)],
+            keys=[m.job_key(job.id), m.EVENTS_STREAM, m.tasks_key(job.id), m.task_stream(job.model),
+                  m.status_set_key("queued"), m.status_set_key("running")],
             args=[" ".join(allowed), new_status, repr(time.time()), json.dumps(dict(fields or {})), job.id,
                   json.dumps(list(tasks)), "1" if purge else "0", m.WORKER_GROUP])
         return int(result) == 1

@@ -30,6 +30,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from dalston.jobs.model import RECLAIMS_KEY
 from dalston.shared_redis import SOCKET_TIMEOUT, UNAVAILABLE_ERRORS
 
 log = logging.getLogger("dalston.jobs")
@@ -85,6 +86,7 @@ class StreamConsumer:
         self._stopping = False
         self._claim_cursor = "0-0"
         self._next_claim = 0.0
+        self.reclaimed = 0  # entries this consumer took over from dead ones (also summed in Redis, RECLAIMS_KEY)
 
     # ------------------------------------------------------------------ lifecycle
     async def run(self) -> None:
@@ -166,6 +168,9 @@ class StreamConsumer:
             log.warning("task_reclaimed stream=%s entry=%s consumer=%s deliveries=%d", self.stream, entry_id,
                         self.name, count)
             self._dispatch(Delivery(self.stream, entry_id, fields, count))
+        if claimed:  # after dispatching: a deployment-wide count per stream, for the orchestrator's /metrics
+            self.reclaimed += len(claimed)
+            await self.redis.hincrby(RECLAIMS_KEY, self.stream, len(claimed))
         return len(claimed)
 
     def _dispatch(self, delivery: Delivery) -> None:

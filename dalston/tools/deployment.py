@@ -185,8 +185,12 @@ def takes_jobs(spec: EngineSpec) -> bool:
     return spec.stage == "transcribe" and not spec.is_streaming
 
 
+#: The orchestrator's /health, /ready and /metrics listener inside a container (its own network namespace).
+ORCHESTRATOR_PORT = 8000
+
+
 def orchestrator_command() -> list[str]:
-    return ["dalston", "orchestrator"]
+    return ["dalston", "orchestrator", "--host", "0.0.0.0", "--port", str(ORCHESTRATOR_PORT)]
 
 
 def orchestrator_image(catalog: Catalog) -> str:

@@ -45,8 +45,8 @@ GATEWAY_URLS = f"${{DALSTON_GATEWAY_URL:-http://{d.GATEWAY_SERVICE}:{d.GATEWAY_P
 HA_PROFILE = "ha"
 
 
-def _healthcheck(start_period_s: int) -> dict[str, Any]:
-    return {"test": d.ready_probe_command(d.ENGINE_PORT), "interval": "10s", "timeout": "5s", "retries": 3,
+def _healthcheck(start_period_s: int, port: int = d.ENGINE_PORT) -> dict[str, Any]:
+    return {"test": d.ready_probe_command(port), "interval": "10s", "timeout": "5s", "retries": 3,
             "start_period": f"{start_period_s}s"}
 
 
@@ -88,6 +88,7 @@ def orchestrator_service(catalog: Catalog) -> dict[str, Any]:
         "environment": {**JOBS_ENV, "DALSTON_WEBHOOK_SECRET": "${DALSTON_WEBHOOK_SECRET:-}"},
         "volumes": [JOBS_VOLUME],
         "depends_on": [d.REDIS_SERVICE],
+        "healthcheck": _healthcheck(10, d.ORCHESTRATOR_PORT),  # /ready: it answers and Redis answers it
         "restart": "unless-stopped",
         "stop_grace_period": "30s",
     }

@@ -293,13 +293,20 @@ def orchestrator_deployment(catalog: Catalog, defaults: d.Defaults) -> dict[str,
         "name": "orchestrator", "image": d.orchestrator_image(catalog), "command": d.orchestrator_command(),
         "env": [*_jobs_env(), {"name": "DALSTON_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
             "name": WEBHOOK_SECRET, "key": "secret", "optional": True}}}],
+        "ports": [{"name": "http", "containerPort": d.ORCHESTRATOR_PORT, "protocol": "TCP"}],
         "resources": {"requests": {"memory": "512Mi", "cpu": "500m"}, "limits": {"memory": f"{memory_gib}Gi"}},
+        # /ready: Redis answers (a rollout waits for it); /health never depends on Redis, so an outage
+        # does not restart every orchestrator (they retry on their own).
+        "readinessProbe": _http_probe("/ready", 5, 2),
+        "livenessProbe": _http_probe("/health", 10, 3),
         "volumeMounts": [jobs_mount],
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": ORCHESTRATOR_NAME, "labels": labels},
             "spec": {"replicas": defaults.orchestrator_replicas, "selector": {"matchLabels": labels},
                      "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
-                     "template": {"metadata": {"labels": labels},
+                     "template": {"metadata": {"labels": labels, "annotations": {
+                         "prometheus.io/scrape": "true", "prometheus.io/port": str(d.ORCHESTRATOR_PORT),
+                         "prometheus.io/path": "/metrics"}},
                                   "spec": {"terminationGracePeriodSeconds": 30, "containers": [container],
                                            "volumes": [jobs_volume]}}}}
 

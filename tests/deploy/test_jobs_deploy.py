@@ -38,7 +38,10 @@ def test_compose_runs_the_documented_job_stack(catalog):
     assert redis["volumes"] == ["redis-data:/data"]
     orchestrator = services["orchestrator"]
     prepare = next(e for e in catalog.engines.values() if e.stage == "prepare")
-    assert orchestrator["image"] == d.image_name(prepare.spec) and orchestrator["command"] == ["dalston", "orchestrator"]
+    assert orchestrator["image"] == d.image_name(prepare.spec)
+    assert orchestrator["command"] == ["dalston", "orchestrator", "--host", "0.0.0.0", "--port", "8000"]
+    # healthy = its /ready answers (the listener is up and Redis answers it), on the port it listens on
+    assert orchestrator["healthcheck"]["test"][-1].endswith("urlopen('http://127.0.0.1:8000/ready', timeout=3)")
     for name in ("gateway", "orchestrator"):
         env = services[name]["environment"]
         assert env["DALSTON_REGISTRY_URL"] == "${DALSTON_REGISTRY_URL-redis://redis:6379/0}"
@@ -61,7 +64,14 @@ def test_k8s_orchestrator_storage_and_durable_redis(catalog):
     orch = yaml.safe_load((base / "orchestrator-deployment.yaml").read_text())
     assert orch["spec"]["replicas"] == d.load_defaults(catalog).orchestrator_replicas >= 2
     container = orch["spec"]["template"]["spec"]["containers"][0]
-    assert container["command"] == ["dalston", "orchestrator"] and container["image"] == d.orchestrator_image(catalog)
+    assert container["command"] == ["dalston", "orchestrator", "--host", "0.0.0.0", "--port", "8000"]
+    assert container["image"] == d.orchestrator_image(catalog)
+    # probes and the scrape target are the listener `dalston orchestrator --port` opens
+    assert container["ports"] == [{"name": "http", "containerPort": 8000, "protocol": "TCP"}]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    annotations = orch["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == "8000" and annotations["prometheus.io/path"] == "/metrics"
     env = _env(container)
     assert env["DALSTON_REGISTRY_URL"] == "redis://dalston-redis:6379/0" and env["DALSTON_STORAGE_DIR"] == d.JOBS_STORAGE_DIR
     assert env["DALSTON_WEBHOOK_SECRET"]["secretKeyRef"]["optional"] is True

@@ -46,11 +46,12 @@ class Cluster:
         return self.gateway.url
 
     def start_orchestrator(self) -> p.Proc:
-        n = len(self.orchestrators)
-        proc = p.Proc(f"orchestrator{n}", ["orchestrator", "--visibility-timeout", str(self.visibility_timeout),
+        n, port = len(self.orchestrators), free_port()  # its /health, /ready, /metrics (not the shared default)
+        proc = p.Proc(f"orchestrator{n}", ["orchestrator", "--port", str(port),
+                                           "--visibility-timeout", str(self.visibility_timeout),
                                            "--chunk-seconds", str(self.chunk_seconds), "--webhook-backoff", "0.2",
                                            "--webhook-secret", WEBHOOK_SECRET, *self.orchestrator_extra],
-                      self.env, self.root / f"orchestrator{n}.log", 0).start()
+                      self.env, self.root / f"orchestrator{n}.log", port).start()
         self.orchestrators.append(proc)
         wait_for(lambda: "orchestrator_started" in proc.log_text() or not proc.alive(), 30)
         assert proc.alive(), proc.log_text()[-3000:]
