@@ -55,6 +55,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 import jiwer  # noqa: E402
+import websockets  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dalston.commands.stream import load_audio_16k, realtime_url, stream_audio  # noqa: E402
@@ -155,7 +156,17 @@ async def realtime_client(run: Run, url: str, model: str, samples: np.ndarray, r
         try:
             result = await stream_audio(realtime_url(url, model), samples, chunk_ms=160, realtime=True,
                                         api_key=KEY, language="en", timeout=120)
-        except Exception as exc:  # handshake refused (HTTP status) or connection failure
+        except websockets.InvalidStatus as exc:  # refused in the handshake
+            status = exc.response.status_code
+            if status in (429, 503):  # every instance full or draining: a refusal with Retry-After, like HTTP's
+                run.add(Outcome("realtime", started, run.now(), f"http_{status}", exc.response.body[:160].decode(
+                    errors="replace")))
+                await asyncio.sleep(min(10.0, float(exc.response.headers.get("retry-after", "1") or 1)))
+            else:
+                run.add(Outcome("realtime", started, run.now(), "conn_InvalidStatus", str(exc)[:160]))
+                await asyncio.sleep(0.5)
+            continue
+        except Exception as exc:  # connection failure
             run.add(Outcome("realtime", started, run.now(), f"conn_{type(exc).__name__}", str(exc)[:160]))
             await asyncio.sleep(0.5)
             continue
@@ -385,8 +396,9 @@ def summarize(run: Run, duration: float) -> dict[str, Any]:
         by_kind.setdefault(o.kind, Counter())[key] += 1
     unexpected = [asdict(o) for o in run.outcomes if o.expected is False]
     wrong = [asdict(o) for o in run.outcomes if o.result == "wrong_text"]
+    # 4029/4503 are refusals at admission (no audio was taken), not sessions cut by the drain
     sigterm_cut = [asdict(o) for o in run.outcomes if o.kind == "realtime" and o.result.startswith("cut_")
-                   and not o.expected
+                   and o.result not in ("cut_4029", "cut_4503") and not o.expected
                    and any(f.kind == "sigterm" and o.started <= f.at <= o.ended for f in run.faults)]
     held = [asdict(o) for o in run.outcomes if o.result == "held"]
     closed = [o.ended - o.started for o in run.outcomes if o.kind == "slow" and o.result == "closed"]

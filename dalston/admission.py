@@ -124,6 +124,13 @@ class Limits:
 RETRY_HEADERS = ("x-stainless-retry-count", "dalston-retry")
 
 
+#: Sent by the gateway on the realtime handshake it relays: "refuse in the handshake". An engine that
+#: cannot take the session (full, draining, bad key) then answers with the HTTP status and JSON error
+#: instead of accepting and closing 4029/4503, so the gateway can try another instance before anything
+#: reached the client. Clients talking to an engine directly keep the error event + close code.
+HANDSHAKE_REFUSAL_HEADER = "dalston-refuse-in-handshake"
+
+
 def is_retry(headers: Mapping[str, str]) -> bool:
     for name in RETRY_HEADERS:
         value = headers.get(name, "").strip()
@@ -261,7 +268,8 @@ class Admission:
             self.rejections["no_free_slot"] += 1
             raise ApiError(429, f"all {self.limits.max_concurrency} slots are busy ({self.sessions_active} realtime "
                                 f"sessions, {self.in_flight} requests; capabilities.max_concurrency); retry later "
-                                f"or on another instance", "too_many_sessions", type_="rate_limit_error") from None
+                                f"or on another instance", "too_many_sessions", type_="rate_limit_error",
+                           headers={"Retry-After": str(self.retry_after())}) from None
         self._taken(session=True)
         return SessionSlot(self)
 

@@ -108,7 +108,7 @@ async def realtime(websocket: WebSocket) -> None:
                 await websocket.close(code=1008)
         else:
             await websocket.send_json(render_error(exc.code, exc.message))
-            await websocket.close(code=1011)
+            await websocket.close(code=exc.close_code)
         return
     if first_text is None:
         await websocket.accept(subprotocol=subprotocol)

@@ -25,8 +25,10 @@ from starlette.responses import Response, StreamingResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response as HandshakeResponse
 from websockets.typing import Subprotocol
 
+from dalston.admission import HANDSHAKE_REFUSAL_HEADER
 from dalston.errors import ApiError
 from dalston.gateway.instances import Instance
 from dalston.gateway.state import GatewayState
@@ -168,14 +170,19 @@ async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, 
     """Open the engine side of a realtime session on `inst`, else on the next live instance that takes it.
 
     An instance that cannot be reached (refused, reset, timed out) is marked down at once and the
-    session tries the next one: nothing has been sent upstream yet, so nothing is lost. One that
-    answers the handshake with an HTTP status (e.g. a proxy in front of it) stays registered but is
-    skipped. A dalston engine that refuses a session (full, draining) accepts first and closes with
-    4029/4503; that close is relayed to the client, not retried.
-    With no instance left: 502 `engine_unreachable` naming the last failure.
+    session tries the next one: nothing has been sent upstream yet, so nothing is lost. The gateway
+    asks engines to refuse in the handshake (`HANDSHAKE_REFUSAL_HEADER`), so one that is full (429)
+    or draining (503) answers with that status and the session tries the next instance; when every
+    instance refuses, the last refusal (its status, code and `Retry-After`) is the client's answer.
+    Any other 4xx with an OpenAI-style error body (a bad key, a bad parameter) is the client's and
+    is raised at once: every instance would give it. Other statuses (e.g. a proxy in front of an
+    engine) skip the instance and leave it registered.
+    With no instance left and no refusal: 502 `engine_unreachable` naming the last failure.
     """
     tried: list[str] = []
     last_error = ""
+    refusal: ApiError | None = None
+    headers = [*headers, (HANDSHAKE_REFUSAL_HEADER, "1")]
     current: Instance | None = inst
     while current is not None:
         tried.append(current.instance_id)
@@ -186,17 +193,36 @@ async def connect_realtime(state: GatewayState, inst: Instance, engine_id: str, 
                                                 subprotocols=[Subprotocol(subprotocol)] if subprotocol else None)
             return current, upstream
         except websockets.InvalidStatus as exc:  # alive, but answered the handshake with an HTTP status
+            status = exc.response.status_code
             state.metrics.upstream_errors.labels(engine_id, "refused").inc()
-            last_error = f"{current.url} answered HTTP {exc.response.status_code}"
-            log.warning("realtime_refused engine_id=%s url=%s status=%d", engine_id, current.url,
-                        exc.response.status_code)
+            last_error = f"{current.url} answered HTTP {status}"
+            log.warning("realtime_refused engine_id=%s url=%s status=%d", engine_id, current.url, status)
+            error = _engine_error(exc.response)
+            if error is not None and status in (429, 503):
+                refusal = error  # full or draining: another instance may take it
+            elif error is not None and 400 <= status < 500:
+                raise error from None
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as exc:
             state.metrics.upstream_errors.labels(engine_id, "connect").inc()
             last_error = f"{current.url}: {type(exc).__name__}"
             state.instances.mark_dead(current, f"connect_error={type(exc).__name__}")
         current = state.instances.pick(engine_id, exclude=tried)
+    if refusal is not None:
+        raise refusal
     raise ApiError(502, f"no instance of '{engine_id}' took the realtime session ({len(tried)} tried; last: "
                         f"{last_error})", "engine_unreachable")
+
+
+def _engine_error(response: HandshakeResponse) -> ApiError | None:
+    """The `ApiError` an engine's handshake refusal carries (OpenAI-style JSON body), or None if it is not one."""
+    try:
+        error = json.loads(response.body or b"")["error"]
+        message, code = str(error["message"]), str(error["code"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    retry_after = response.headers.get("Retry-After")
+    return ApiError(response.status_code, message, code, param=error.get("param"), type_=error.get("type"),
+                    headers={"Retry-After": retry_after} if retry_after else None)
 
 
 async def relay_realtime(websocket: WebSocket, upstream: ClientConnection, state: GatewayState, inst: Instance,

@@ -17,11 +17,14 @@ the same `code` and a close code from `dalston.errors.CLOSE_CODES`.
 WHY every refusal accepts first and then closes with a 4xxx code: a WebSocket closed before the
 handshake completes reaches the client as a bare HTTP 403, which cannot say *why*; after accepting,
 the client gets an `error` event with a machine-readable `code` and a close code it can branch on.
+The exception is a gateway (`Dalston-Refuse-In-Handshake: 1`): it is told the HTTP status and JSON
+error in the handshake, so a full or draining engine costs it nothing but a try of the next instance.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -35,7 +38,7 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from dalston.admission import SessionSlot, authenticate, resolve_model
+from dalston.admission import HANDSHAKE_REFUSAL_HEADER, SessionSlot, authenticate, resolve_model
 from dalston.audio import SAMPLE_RATE
 from dalston.engine_sdk import Final, StreamEvent, StreamingEngine, StreamingSession
 from dalston.engine_sdk.events import SessionDraining
@@ -133,10 +136,30 @@ def realtime_routes(state: ServerState) -> list[BaseRoute]:
     async def endpoint(websocket: WebSocket) -> None:
         # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
         subprotocol = "realtime" if "realtime" in (websocket.scope.get("subprotocols") or ()) else None
-        await websocket.accept(subprotocol=subprotocol)
         handler = _SessionHandler(websocket, state, engine)
         if wants_openai(websocket.query_params, websocket.headers, subprotocol):
             handler.protocol = "openai"
+        if websocket.headers.get(HANDSHAKE_REFUSAL_HEADER) == "1":  # a gateway, which can try another instance
+            try:
+                await handler.admit()
+            except ApiError as exc:
+                log.info("realtime_refused_in_handshake session_id=%s code=%s status=%d", handler.session_id,
+                         exc.code, exc.status)
+                with contextlib.suppress(RuntimeError, WebSocketDisconnect, OSError):
+                    await websocket.send_denial_response(exc.response())
+                return
+            try:
+                await websocket.accept(subprotocol=subprotocol)
+            except BaseException:
+                handler.release_slot()
+                raise
+        else:
+            await websocket.accept(subprotocol=subprotocol)
+            try:
+                await handler.admit()
+            except ApiError as exc:
+                await handler.fail(exc.code, exc.message, exc.close_code)
+                return
         await handler.run()
 
     return [WebSocketRoute("/v1/realtime", endpoint)]
@@ -221,21 +244,21 @@ class _SessionHandler:
             pass
 
     # -------------------------------------------------------------- session
-    async def run(self) -> None:
-        spec = self.state.spec
+    async def admit(self) -> None:
+        """Key, intent, model, readiness, then a slot of the admission budget; `ApiError` if any fails."""
         ws = self.ws
-        try:
-            authenticate(self.state.keys, ws.headers, ws.query_params, ws.scope.get("subprotocols", ()))
-            intent = ws.query_params.get("intent")
-            if intent is not None and intent != "transcription":
-                raise ApiError(400, f"intent={intent!r}: dalston serves transcription sessions only "
-                                    "(?intent=transcription)", "unsupported_intent", param="intent")
-            resolve_model(self.state.registry, ws.query_params.get("model"), served=spec.id)
-            self.state.require_ready()
-            self._slot = await self.state.admission.open_session(wait_s=SLOT_WAIT_S)
-        except ApiError as exc:
-            await self.fail(exc.code, exc.message, exc.close_code)
-            return
+        authenticate(self.state.keys, ws.headers, ws.query_params, ws.scope.get("subprotocols", ()))
+        intent = ws.query_params.get("intent")
+        if intent is not None and intent != "transcription":
+            raise ApiError(400, f"intent={intent!r}: dalston serves transcription sessions only "
+                                "(?intent=transcription)", "unsupported_intent", param="intent")
+        resolve_model(self.state.registry, ws.query_params.get("model"), served=self.state.spec.id)
+        self.state.require_ready()
+        self._slot = await self.state.admission.open_session(wait_s=SLOT_WAIT_S)
+
+    async def run(self) -> None:
+        """Serve an admitted session to its end; the slot is given back however it ends."""
+        spec = self.state.spec
         started = time.monotonic()
         sessions = self.state.sessions
         try:

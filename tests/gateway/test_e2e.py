@@ -6,8 +6,9 @@ process started by its documented CLI: transcripts through the gateway are right
 beckett.wav) for the id and the `fast` alias, the engine logs `engine_registered
 engine_id=whisper-base gateway=<url>`, a model with no engine is 503, a killed engine drops out
 within the heartbeat timeout while the other keeps serving, a restarted engine is served again with
-no gateway restart, an engine killed mid-request gives the client a 502, and a realtime session is
-proxied through the gateway to a whisper-streaming engine.
+no gateway restart, an engine killed mid-request gives the client a 502, a realtime session is
+proxied through the gateway to a whisper-streaming engine, and a full streaming engine is skipped
+for one with room.
 """
 
 from __future__ import annotations
@@ -167,3 +168,71 @@ def test_realtime_session_through_the_gateway(cluster):
     finally:
         rt.stop()
     wait_until(lambda: not available(gw, "whisper-streaming-tiny-en"), 5)  # deregistered on shutdown
+
+
+def test_full_realtime_engine_is_skipped_for_the_next_instance(cluster):
+    """Issue 11: an engine that is full (every `max_concurrency` slot held) refuses the gateway in the
+    handshake (429, `Dalston-Refuse-In-Handshake`), the gateway takes the session to the other live
+    instance, and a client sees a refusal only when every instance is full: HTTP 429
+    `too_many_sessions` with `Retry-After`. Before, the full engine accepted and closed 4029, and the
+    gateway relayed that close to the client although the other instance had room."""
+    import asyncio
+    import json
+    import wave
+
+    import numpy as np
+    import websockets
+
+    from dalston.commands.stream import stream_audio
+
+    procs = cluster["procs"]
+    gw = procs["gateway"].url
+    model = "whisper-streaming-tiny-en"
+    full = p.engine(model, cluster["env"], cluster["keys"], cluster["root"], gw, label="-full").start()
+    free = p.engine(model, cluster["env"], cluster["keys"], cluster["root"], gw, label="-free").start()
+    config = json.dumps({"type": "session.config", "language": "en"})
+
+    async def hold(url: str, n: int, stack: list) -> None:
+        """Open `n` sessions on `url` and keep them (configured, no audio) until the caller closes them."""
+        for _ in range(n):
+            ws = await websockets.connect(url, additional_headers=AUTH)
+            stack.append(ws)
+            await ws.send(config)
+            assert json.loads(await ws.recv())["type"] == "session.begin"
+
+    async def scenario() -> tuple[object, int, dict[str, str], dict]:
+        held: list = []
+        try:
+            await hold(f"ws://127.0.0.1:{full.port}/v1/realtime?model={model}", 2, held)  # `full` is full
+            with wave.open(str(assets.speech_clip("beckett.wav"))) as w:
+                samples = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2").astype(np.float32) / 32768
+            url = "ws" + gw.removeprefix("http") + f"/v1/realtime?model={model}"
+            results = [await stream_audio(url, samples, api_key=KEY, timeout=120) for _ in range(2)]
+            await hold(url, 2, held)  # through the gateway: these land on `free`, which is then full too
+            try:
+                await websockets.connect(url, additional_headers=AUTH)
+            except websockets.InvalidStatus as exc:
+                return results, exc.response.status_code, dict(exc.response.headers), json.loads(exc.response.body)
+            raise AssertionError("a session was accepted with every instance full")
+        finally:
+            for ws in held:
+                await ws.close()
+
+    try:
+        full.wait_http("/ready", 180)
+        free.wait_http("/ready", 180)
+        wait_until(lambda: httpx.get(f"{gw}/v1/models/{model}", headers=AUTH).json().get("live_instances") == 2, 10)
+        results, status, headers, body = asyncio.run(scenario())
+        for result in results:  # both sessions were served in full, by `free`
+            assert not result.errors and result.close_code == 1000, (result.errors, result.close_code)
+            assert wer(result.text) <= 0.25, result.text
+        assert "realtime_refused_in_handshake" in full.log_text()  # the gateway did try the full one
+        assert status == 429 and body["error"]["code"] == "too_many_sessions", (status, body)
+        assert int({k.lower(): v for k, v in headers.items()}["retry-after"]) >= 1
+        metrics = httpx.get(f"{gw}/metrics").text
+        assert f'dalston_gateway_upstream_errors_total{{kind="refused",model="{model}"}}' in metrics
+        # neither full instance was dropped: a refusal is not a failure
+        assert httpx.get(f"{gw}/v1/models/{model}", headers=AUTH).json()["live_instances"] == 2
+    finally:
+        full.stop()
+        free.stop()

@@ -15,10 +15,11 @@ import json
 import httpx
 import websockets
 from starlette.applications import Starlette
-from starlette.responses import JSONResponse
+from starlette.responses import PlainTextResponse
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from dalston.errors import ApiError
 from tests.fixtures.serving import free_port
 from tests.gateway.conftest import TEST_KEY, running_gateway, serve
 from tests.gateway.fake_engine import fake_engine_app
@@ -28,16 +29,29 @@ AUTH = [("authorization", f"Bearer {TEST_KEY}")]
 
 
 def refusing_upstream() -> Starlette:
-    """Refuses every realtime handshake with HTTP 503 (`websockets.InvalidStatus` at the gateway).
+    """Refuses every realtime handshake with a plain HTTP 503 page (`websockets.InvalidStatus` at the gateway).
 
-    NOT what a draining `dalston serve` does: dalston/server/realtime.py (checked at f3faca3) accepts the
-    upgrade and then closes with 4503 `shutting_down`, which the gateway relays to the client (a
-    draining engine is deregistered first, so new sessions rarely reach it). This models an upstream
-    that answers the handshake with a status — a proxy or load balancer in front of an engine, or an
-    engine whose accept never happens — so a real defect there (treating a refusal as a dead engine, or
-    not trying the next one) fails here."""
+    Models an upstream that is not a dalston engine answering for itself — a proxy or load balancer in
+    front of an engine (nginx's 503 page: text, no OpenAI-style JSON) — so a real defect there
+    (treating a refusal as a dead engine, or not trying the next one) fails here. A full or draining
+    `dalston serve` asked by the gateway refuses in the handshake too, with 429/503 and a JSON error:
+    that path runs against real engines in tests/gateway/test_e2e.py."""
     async def realtime(websocket: WebSocket) -> None:
-        await websocket.send_denial_response(JSONResponse({"error": {"code": "shutting_down"}}, status_code=503))
+        await websocket.send_denial_response(PlainTextResponse("503 Service Temporarily Unavailable", status_code=503))
+
+    return Starlette(routes=[WebSocketRoute("/v1/realtime", realtime)])
+
+
+def key_refusing_upstream() -> Starlette:
+    """Answers the handshake as dalston/server/realtime.py (at this commit) does for a gateway
+    (`Dalston-Refuse-In-Handshake: 1`) when the key is wrong: 401 and the OpenAI-style error body;
+    without the header it would accept and close 4001, as the real engine does."""
+    async def realtime(websocket: WebSocket) -> None:
+        if websocket.headers.get("dalston-refuse-in-handshake") != "1":
+            await websocket.accept()
+            await websocket.close(4001)
+            return
+        await websocket.send_denial_response(ApiError(401, "invalid API key", "invalid_api_key").response())
 
     return Starlette(routes=[WebSocketRoute("/v1/realtime", realtime)])
 
@@ -84,3 +98,24 @@ def test_only_dead_engines_give_502_naming_the_failure(catalog, keys_file) -> No
         assert asyncio.run(attempt()) == 502
         assert state.instances.live("whisper-streaming-base") == []
         assert asyncio.run(attempt()) == 503  # now nothing is registered at all
+
+
+def test_a_client_error_from_an_engine_is_relayed_not_retried(catalog, keys_file) -> None:
+    """A 4xx with an OpenAI-style body is the client's error: every instance would give it, so the
+    gateway answers it at once (same status and code) and does not walk the other instances."""
+    with running_gateway(catalog, keys_file, heartbeat_timeout=60.0) as (gw, state), \
+            serve(key_refusing_upstream()) as refusing, serve(fake_engine_app("live")) as live:
+        register(gw, "whisper-streaming-base", refusing, catalog)
+        assert state.instances.pick("whisper-streaming-base") is not None
+        register(gw, "whisper-streaming-base", live, catalog)
+
+        async def attempt() -> tuple[int, str]:
+            try:
+                await open_session(gw)
+            except websockets.InvalidStatus as exc:
+                return exc.response.status_code, json.loads(exc.response.body)["error"]["code"]
+            return 101, ""
+
+        answers = {asyncio.run(attempt()) for _ in range(4)}  # least-loaded picks each instance in turn
+        assert (401, "invalid_api_key") in answers and answers <= {(401, "invalid_api_key"), (101, "")}
+        assert len(state.instances.live("whisper-streaming-base")) == 2
