@@ -10,6 +10,10 @@ line and 2 lines, 0.8-7 s on screen; a cue is split at a sentence end first, the
 (>= 0.3 s) or clause punctuation, with the halves as even as the text allows; never inside a word.
 Two lines of a cue are balanced (the break that makes the longer line shortest).
 
+Realtime finals are cut by the same `sentences` (`sentence_finals`): a final covers a VAD utterance
+or a trimmed buffer, often several sentences, and clients that show or store finals one per line
+get the lines `verbose_json` would give, without waiting for the end of the stream.
+
 Word texts keep their family's spacing convention: Whisper words carry their leading space
 (" tried."), NeMo words carry none ("tried."); `join_words` renders both the way the transcript does.
 """
@@ -21,6 +25,7 @@ import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from dalston.engine_sdk.events import Final, StreamEvent
 from dalston.engine_sdk.types import Segment, Word
 
 #: verbose_json segments are sentences, but never longer than one Whisper window.
@@ -303,3 +308,56 @@ class SentenceStream:
         out = [replace(s, id=self.next_id + i) for i, s in enumerate(segments)]
         self.next_id += len(out)
         return out
+
+
+# ---------------------------------------------------------------------------------------------- realtime finals
+def sentence_finals(final: Final, max_seconds: float = SENTENCE_MAX_SECONDS) -> list[Final]:
+    """One realtime final per sentence, cut by `sentences` exactly as `verbose_json` segments are.
+
+    Texts are slices of the final's own text, so the pieces joined with a space give it back (for
+    languages written with spaces), whatever spacing convention the family's words use. Times stay
+    inside the final's and move forward: the first piece starts where the final starts, the last
+    ends where it ends, the others span their words.
+    """
+    groups = sentences(final.words, max_seconds)
+    if len(groups) <= 1:
+        return [final]
+    texts = _slices(final.text, groups)
+    out: list[Final] = []
+    start = final.start
+    for i, (group, text) in enumerate(zip(groups, texts)):
+        last = i == len(groups) - 1
+        end = final.end if last else min(max(group[-1].end, start), final.end)
+        out.append(Final(text, start, end, tuple(group)))
+        if not last:
+            start = min(max(groups[i + 1][0].start, end), final.end)
+    return out
+
+
+def _slices(text: str, groups: Sequence[Sequence[Word]]) -> list[str]:
+    """`text` cut after the last word of each group (words found in order); re-joined words if one is missing."""
+    out: list[str] = []
+    begin = 0
+    for group in groups[:-1]:
+        cut = begin
+        for word in group:
+            token = word.word.strip()
+            found = text.find(token, cut) if token else cut
+            if found < 0:
+                return [join_words(g) for g in groups]
+            cut = found + len(token)
+        out.append(text[begin:cut].strip())
+        begin = cut
+    out.append(text[begin:].strip())
+    return out
+
+
+def sentence_events(events: Sequence[StreamEvent]) -> list[StreamEvent]:
+    """A session's events with every `Final` cut into sentences (`sentence_finals`), the rest as they are.
+
+    WHY at the server, between every family's session and both protocols' renderers: the cut is the
+    same for all families, and a family's policy (when to end an utterance, when to trim) stays free
+    of presentation.
+    """
+    return [piece for event in events
+            for piece in (sentence_finals(event) if isinstance(event, Final) else (event,))]

@@ -2,7 +2,8 @@
 
 Two protocols share this session handler (auth, model check, readiness, session slots, idle
 timeout, close codes): the native one below, and OpenAI's Realtime transcription protocol
-(`?intent=transcription`, `dalston.server.realtime_openai`). Engines emit typed events; each
+(`?intent=transcription`, `dalston.server.realtime_openai`). Engines emit typed events; finals are cut
+into sentences (`dalston.segmenting.sentence_events`, as `verbose_json` segments are); each
 protocol renders them (`dalston.realtime.native_protocol`, `dalston.realtime.openai_protocol`).
 
 Native: one connection is one session. The client sends a JSON `session.config`, then binary audio frames,
@@ -44,6 +45,7 @@ from dalston.engine_sdk import Final, StreamEvent, StreamingEngine, StreamingSes
 from dalston.engine_sdk.events import SessionDraining
 from dalston.errors import ApiError
 from dalston.realtime import native_protocol
+from dalston.segmenting import sentence_events
 from dalston.realtime.openai_protocol import OpenAIError
 from dalston.server.realtime_audio import AudioConverter, InvalidFrame
 from dalston.server.realtime_openai import (
@@ -408,7 +410,7 @@ class _SessionHandler:
                 return
 
     async def _emit(self, events: list[StreamEvent]) -> None:
-        for event in events:
+        for event in sentence_events(events):
             if isinstance(event, Final):
                 self.finals += 1
             await self.send(native_protocol.render(event))

@@ -37,6 +37,7 @@ from dalston.realtime.openai_protocol import (
     error_event,
     session_object,
 )
+from dalston.segmenting import sentence_events
 from dalston.server.realtime_audio import AudioConverter, InvalidFrame
 
 log = logging.getLogger("dalston.realtime")
@@ -243,7 +244,7 @@ class OpenAISession:
         settings = self.settings  # what the current engine session was opened with
 
         async def emit(events: list[StreamEvent]) -> None:
-            for event in events:
+            for event in sentence_events(events):  # one final per sentence, as on the native protocol
                 if isinstance(event, Final):
                     self.h.finals += 1
                 for body in self.translator.translate(event, offset):

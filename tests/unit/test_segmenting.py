@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from dalston.engine_sdk.events import Final, SpeechStopped
 from dalston.engine_sdk.types import Segment, Word
-from dalston.segmenting import CueLimits, cues, join_words, sentence_segments, sentences, wrap
+from dalston.segmenting import (CueLimits, cues, join_words, sentence_events, sentence_finals, sentence_segments,
+                                sentences, wrap)
 
 
 def timed(text: str, start: float = 0.0, step: float = 0.3, pauses: dict[int, float] | None = None,
@@ -98,3 +100,23 @@ def test_sentence_segments_keep_decoder_facts() -> None:
     assert out[0].tokens == (len(" Ever tried."),)
     assert all(s.compression_ratio and s.compression_ratio > 0 for s in out)
     assert all(a.end <= b.start for a, b in zip(out, out[1:]))
+
+
+def test_realtime_final_is_cut_like_verbose_json() -> None:
+    """Stripped words (as whisper-streaming sends them) and a text with an unspaced word ('%')."""
+    words = [w.__class__(w.start, w.end, w.word.strip()) for w in timed(" Ever tried. Ever failed. No matter", 1.0,
+                                                                        leading_space=True)]
+    final = Final("Ever tried. Ever failed. No matter", 0.9, 3.0, tuple(words))
+    out = sentence_finals(final)
+    assert [f.text for f in out] == ["Ever tried.", "Ever failed.", "No matter"]
+    assert [f.text for f in out] == [join_words(g) for g in sentences(words)]
+    assert out[0].start == 0.9 and out[-1].end == 3.0
+    assert all(a.end <= b.start and f.start <= f.end for a, b, f in zip(out, out[1:], out))
+    assert [len(f.words) for f in out] == [2, 2, 2]
+    unspaced = Final("Up 5%. Down.", 0.0, 2.0, (Word(0.0, 0.5, "Up"), Word(0.5, 1.0, "5"), Word(1.0, 1.2, "%."),
+                                                Word(1.5, 2.0, "Down.")))
+    assert [f.text for f in sentence_finals(unspaced)] == ["Up 5%.", "Down."]
+    one = Final("Try again.", 0.0, 1.0, (Word(0.0, 0.4, "Try"), Word(0.5, 1.0, "again.")))
+    assert sentence_finals(one) == [one]
+    events = sentence_events([final, SpeechStopped(3.2)])
+    assert [e.type for e in events] == ["transcript.final"] * 3 + ["vad.speech_end"]
