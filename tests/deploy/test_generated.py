@@ -3,11 +3,14 @@
 Kubernetes manifests are checked against the API schemas shipped by `kubernetes-validate` (pinned
 in the dev extra), strictly: an unknown field fails as a real API server would reject it. KEDA
 ScaledObjects, a custom resource kubernetes-validate does not know, are checked against the schema
-in keda_schema.py, written from KEDA 2.15's documented fields.
+in keda_schema.py, written from KEDA 2.15's documented fields. compose.yaml is checked against the
+Compose Specification's JSON schema (the copy docker-compose 1.29.2 ships, fetched by
+tests/fixtures/assets.py), which rejects unknown keys as `docker compose config` does.
 """
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -19,6 +22,7 @@ from dalston.catalog import Catalog
 from dalston.tools import deployment as d
 from dalston.tools import generate_compose, generate_k8s
 from tests.deploy import keda_schema
+from tests.fixtures import assets
 
 REPO = d.REPO_ROOT
 K8S_VERSION = "1.31.0"
@@ -177,6 +181,31 @@ def test_compose_ha_profile(catalog):
                if line and not line.startswith("#"))
     assert env == {"COMPOSE_PROFILES": "ha", "DALSTON_REGISTRY_URL": "redis://redis:6379/0",
                    "DALSTON_GATEWAY_URL": "http://gateway:8000,http://gateway-2:8000"}
+
+
+def _compose_errors(doc: dict) -> list[str]:
+    """Compose-spec schema violations of `doc` (the top-level `name`, newer than this schema, checked
+    by the spec's rule for project names: lowercase letters, digits, dashes, underscores)."""
+    import jsonschema
+
+    schema = json.loads((assets.ensure(assets.COMPOSE_SCHEMA) / "compose_spec.json").read_text())
+    doc = dict(doc)
+    name = doc.pop("name", None)
+    errors = [f"{list(e.absolute_path)}: {e.message}" for e in jsonschema.Draft201909Validator(schema).iter_errors(doc)]
+    if name is not None and not re.fullmatch(r"[a-z0-9][a-z0-9_-]*", str(name)):
+        errors.append(f"name: {name!r} is not a valid project name")
+    return errors
+
+
+def test_compose_matches_the_compose_spec_schema(catalog):
+    assert _compose_errors(yaml.safe_load((REPO / "compose.yaml").read_text())) == []
+    # and the check bites: an unknown key, a wrong type, a bad project name
+    broken = yaml.safe_load((REPO / "compose.yaml").read_text())
+    broken["services"]["gateway"]["helthcheck"] = {}
+    broken["services"]["redis"]["ports"] = "6379"
+    broken["name"] = "Dalston!"
+    errors = _compose_errors(broken)
+    assert len(errors) == 3 and any("helthcheck" in e for e in errors), errors
 
 
 def test_validator_rejects_a_broken_manifest():
