@@ -12,15 +12,25 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar, get_args
 
 import numpy as np
+from pydantic import BaseModel
 
 from dalston.audio import SAMPLE_RATE, AudioSource, DecodedAudio, decode_audio
 from dalston.engine_sdk.events import StreamEvent, TurnDetection
 from dalston.engine_sdk.types import Segment, Transcript, TranscribeOptions
 from dalston.spec import EngineSpec
 
-__all__ = ["SAMPLE_RATE", "Engine", "PrepareEngine", "StreamingEngine", "StreamingSession", "UnsupportedOption"]
+__all__ = ["SAMPLE_RATE", "Engine", "EngineLoadError", "PrepareEngine", "StreamingEngine", "StreamingSession",
+           "UnsupportedOption"]
+
+#: A family's runtime model (`FasterWhisperRuntime`, `NemoRuntime`, ...): one member of `spec.Runtime`.
+RuntimeT = TypeVar("RuntimeT", bound=BaseModel)
+
+
+class EngineLoadError(RuntimeError):
+    """A family that cannot be imported or constructed for a variant: the server exits with this message."""
 
 
 class UnsupportedOption(ValueError):
@@ -39,6 +49,22 @@ class Engine(ABC):
         self.spec = spec
         self.device = "cpu"
         self.compute_type = "default"
+
+    def runtime_as(self, kind: type[RuntimeT]) -> RuntimeT:
+        """`spec.runtime` as this family's runtime model, or EngineLoadError naming both kinds.
+
+        WHY: `EngineSpec.runtime` is the union of every family's runtime (discriminated by `kind`), and a
+        family reads only its own fields. A family narrows it once, in its constructor, and keeps the
+        typed result; a variant file of another kind placed under the family then fails when the
+        engine is created (a clear message at startup) instead of with an AttributeError mid-request.
+        """
+        runtime = self.spec.runtime
+        if not isinstance(runtime, kind):
+            wanted = get_args(kind.model_fields["kind"].annotation) if "kind" in kind.model_fields else ()
+            found = getattr(runtime, "kind", None) or "no runtime section"
+            raise EngineLoadError(f"{self.spec.id}: the {type(self).__name__} family needs runtime.kind "
+                                  f"{' or '.join(map(str, wanted)) or kind.__name__}; this variant has {found}")
+        return runtime
 
     @abstractmethod
     def load(self, weights_dir: Path) -> None:

@@ -6,11 +6,9 @@ import importlib.util
 import sys
 
 from dalston.catalog import CatalogEntry
-from dalston.engine_sdk.base import Engine
+from dalston.engine_sdk.base import Engine, EngineLoadError
 
-
-class EngineLoadError(RuntimeError):
-    pass
+__all__ = ["EngineLoadError", "create_engine", "load_engine_class"]
 
 
 def load_engine_class(entry: CatalogEntry) -> type[Engine]:

@@ -60,8 +60,9 @@ performance:
 _ENGINE_PY = '''\
 """The {name} engine family: one implementation shared by every variant in this directory.
 
-Read every size-specific value from `self.spec` (its `runtime` section once you add one); never
-name a variant here. See docs/ENGINES.md.
+Read every size-specific value from `self.spec`; once the family has a `runtime` kind, narrow it in
+`__init__` with `self.runtime = self.runtime_as(MyRuntime)`. Never name a variant here. This file is
+type-checked with mypy --strict in the test command. See docs/ENGINES.md.
 """
 
 from __future__ import annotations

@@ -135,3 +135,25 @@ def test_the_old_single_faster_whisper_engine_is_gone():
     assert not list((REPO / "engines").glob("*/faster-whisper"))
     assert {e.family for e in catalog.engines.values()} == {
         "audio-prepare", "whisper", "parakeet", "whisper-streaming", "parakeet-streaming"}
+
+
+@pytest.mark.parametrize(("family_of", "variant", "message"), [
+    ("whisper-base", "parakeet-0.6b",
+     "parakeet-0.6b: the WhisperEngine family needs runtime.kind faster-whisper; this variant has nemo"),
+    ("whisper-streaming-base", "parakeet-streaming-0.6b", "the WhisperStreamingEngine family needs runtime.kind "
+     "faster-whisper; this variant has nemo"),
+    ("parakeet-0.6b", "whisper-base", "the ParakeetEngine family needs runtime.kind nemo; this variant has "
+     "faster-whisper"),
+    ("parakeet-streaming-0.6b", "audio-prepare", "the ParakeetStreamingEngine family needs runtime.kind nemo; "
+     "this variant has no runtime section"),
+])
+def test_a_variant_of_another_runtime_kind_fails_when_its_engine_is_created(family_of, variant, message):
+    """Each family narrows `spec.runtime` to its own kind in its constructor (`Engine.runtime_as`): a variant
+    of another kind is an EngineLoadError at startup (which `dalston serve` prints), not an AttributeError
+    or an assert on the first request."""
+    from dalston.engine_sdk import EngineLoadError, load_engine_class
+
+    catalog = Catalog.load()
+    family = load_engine_class(catalog.get(family_of))
+    with pytest.raises(EngineLoadError, match=message):
+        family(catalog.get(variant).spec)

@@ -143,11 +143,12 @@ class _PositionDecoder:
     Models `ParakeetStreamingEngine.decode_session_window` (engines/realtime/parakeet-streaming/engine.py):
     one window in, its words (seconds from the window start) out; the real one batches windows of
     concurrent sessions, which does not change a session's words (tests/nemo/test_realtime_batching.py).
+    `chunk_seconds` / `context_seconds` are the engine's buffered-mode fields, narrowed from
+    `runtime.streaming` in its constructor; `BufferedSession` reads only those.
     """
 
     def __init__(self, chunk_s: float, context_s: float) -> None:
-        streaming = type("S", (), {"chunk_seconds": chunk_s, "context_seconds": context_s})
-        self.spec = type("Spec", (), {"runtime": type("R", (), {"streaming": streaming})})
+        self.chunk_seconds, self.context_seconds = chunk_s, context_s
         self.windows: list[tuple[float, float]] = []
         self.lock = threading.RLock()
 

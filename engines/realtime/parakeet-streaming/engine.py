@@ -45,12 +45,13 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from dalston.engine_sdk import (
     SAMPLE_RATE,
+    EngineLoadError,
     StreamEvent,
     StreamingEngine,
     StreamingSession,
@@ -62,6 +63,7 @@ from dalston.engine_sdk import (
 )
 from dalston.runtimes import nemo as nemo_rt
 from dalston.runtimes.batching import MicroBatcher
+from dalston.spec import EngineSpec, NemoRuntime
 from dalston.streaming.features import IncrementalFeatures, streaming_preprocessor
 from dalston.streaming.utterances import UtterancePolicy
 from dalston.streaming.vad import VadConfig, vad_config_for
@@ -95,44 +97,67 @@ class _ChunkOut:
 
 
 class ParakeetStreamingEngine(StreamingEngine):
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)
-        self.model: Any = None
+        self.runtime = self.runtime_as(NemoRuntime)
+        streaming = self.runtime.streaming
+        if streaming is None:
+            raise EngineLoadError(f"{spec.id}: runtime.streaming is missing; the parakeet-streaming family needs "
+                                  "mode: cache-aware (att_context_size) or buffered (chunk/context seconds)")
+        self.mode: Literal["cache-aware", "buffered"] = streaming.mode
+        # The mode's own fields, narrowed once (NemoStreaming's validator requires them for their mode).
+        self.att_context_size: list[int] = []  # cache-aware: [left, right] encoder frames
+        self.chunk_seconds = self.context_seconds = 0.0  # buffered: audio decided per step, whole window
+        if streaming.mode == "cache-aware":
+            if streaming.att_context_size is None:
+                raise EngineLoadError(f"{spec.id}: cache-aware streaming needs runtime.streaming.att_context_size")
+            self.att_context_size = list(streaming.att_context_size)
+        else:
+            if streaming.chunk_seconds is None or streaming.context_seconds is None:
+                raise EngineLoadError(f"{spec.id}: buffered streaming needs runtime.streaming.chunk_seconds and "
+                                      "context_seconds")
+            self.chunk_seconds, self.context_seconds = streaming.chunk_seconds, streaming.context_seconds
+        self.model: Any = None  # a NeMo ASRModel (NeMo ships no types)
         self.preprocessor: Any = None
         # Held around every model call (batched steps on the scheduler thread, batch transcribe requests).
         self.lock = threading.RLock()
-        self.batcher: MicroBatcher[Any, Any] | None = None
+        # One of the two runs the model steps, by mode (`batcher` is whichever it is).
+        self.chunk_batcher: MicroBatcher[_Chunk, _ChunkOut] | None = None  # cache-aware
+        self.window_batcher: MicroBatcher[np.ndarray, list[Word]] | None = None  # buffered
         self._trim_outputs = False  # cache-aware: non-last chunks must be cut to valid_out_len
         self.drop_extra = 0  # cache-aware: subsampled frames a later chunk drops (its pre-encode cache)
-        streaming = spec.runtime.streaming
-        self.mode = streaming.mode if streaming is not None else None
         self.frame_seconds = 0.0  # seconds per encoder output frame
         self.feature_seconds = 0.0  # seconds per feature frame
         self.subsampling = 8
         self._timestamps = True  # decoding config state; only changed under `lock`
 
     # ------------------------------------------------------------------ lifecycle
+    @property
+    def batcher(self) -> MicroBatcher[_Chunk, _ChunkOut] | MicroBatcher[np.ndarray, list[Word]] | None:
+        """The batcher that runs this engine's model steps (its `stats` feed tests and logs)."""
+        return self.chunk_batcher if self.chunk_batcher is not None else self.window_batcher
+
     def load(self, weights_dir: Path) -> None:
-        runtime = self.spec.runtime
-        if self.mode is None:
-            raise nemo_rt.NemoLoadError(f"{self.spec.id}: runtime.streaming is missing; the parakeet-streaming family "
-                                        "needs mode: cache-aware (att_context_size) or buffered (chunk/context seconds)")
+        runtime = self.runtime
         self.model, self.device = nemo_rt.load_asr_model(self.spec, weights_dir)
         nemo_rt.select_decoder(self.model, runtime.decoder, model_file=runtime.model_file)
         self.compute_type = "float32"
         self.feature_seconds = float(self.model.cfg.preprocessor.window_stride)
         self.subsampling = int(getattr(self.model.encoder, "subsampling_factor", 8))
         self.frame_seconds = self.feature_seconds * self.subsampling
+        name = f"realtime-batch-{self.spec.id}"
         if self.mode == "cache-aware":
             self._setup_cache_aware()
-        step = self._cache_aware_step if self.mode == "cache-aware" else self._window_step
-        self.batcher = MicroBatcher(step, max_batch=runtime.batch_size, window_s=GATHER_S,
-                                    name=f"realtime-batch-{self.spec.id}")
+            self.chunk_batcher = MicroBatcher(self._cache_aware_step, max_batch=runtime.batch_size,
+                                              window_s=GATHER_S, name=name)
+        else:
+            self.window_batcher = MicroBatcher(self._window_step, max_batch=runtime.batch_size, window_s=GATHER_S,
+                                               name=name)
 
     def _setup_cache_aware(self) -> None:
         from nemo.collections.asr.parts.mixins.streaming import StreamingEncoder
 
-        runtime = self.spec.runtime
+        runtime = self.runtime
         encoder = self.model.encoder
         if runtime.decoder == "ctc":
             raise nemo_rt.NemoLoadError(f"{runtime.model_file}: cache-aware streaming here decodes with a transducer "
@@ -142,7 +167,7 @@ class ParakeetStreamingEngine(StreamingEngine):
             raise nemo_rt.NemoLoadError(f"{runtime.model_file}: not a cache-aware checkpoint (encoder "
                                         f"{type(encoder).__name__}, att_context_style "
                                         f"{getattr(encoder, 'att_context_style', None)!r}); use mode: buffered")
-        wanted = list(runtime.streaming.att_context_size)
+        wanted = self.att_context_size
         supported = [list(c) for c in getattr(encoder, "att_context_size_all", [encoder.att_context_size])]
         if wanted not in supported:
             raise nemo_rt.NemoLoadError(f"{runtime.model_file}: runtime.streaming.att_context_size {wanted} is not one "
@@ -179,9 +204,9 @@ class ParakeetStreamingEngine(StreamingEngine):
         return int(value)
 
     def describe(self) -> dict[str, str]:
-        facts = {**super().describe(), "decoder": self.spec.runtime.decoder, "streaming": str(self.mode)}
+        facts = {**super().describe(), "decoder": self.runtime.decoder, "streaming": self.mode}
         if self.mode == "cache-aware":
-            facts["att_context_size"] = "x".join(str(v) for v in self.spec.runtime.streaming.att_context_size)
+            facts["att_context_size"] = "x".join(str(v) for v in self.att_context_size)
         return facts
 
     # ------------------------------------------------------------------ batch (same weights, whole file)
@@ -210,8 +235,8 @@ class ParakeetStreamingEngine(StreamingEngine):
         """A buffered session's window, decoded in one step with other sessions' windows of the same length."""
         if len(audio) < SAMPLE_RATE // 10:
             return []
-        assert self.batcher is not None
-        return self.batcher.submit(np.asarray(audio, dtype=np.float32))
+        assert self.window_batcher is not None, "load() a buffered variant first"
+        return self.window_batcher.submit(np.asarray(audio, dtype=np.float32))
 
     def set_timestamps(self, enabled: bool) -> None:
         """Offline decodes need NeMo's timestamp post-processing; cache-aware steps must not have it.
@@ -221,7 +246,7 @@ class ParakeetStreamingEngine(StreamingEngine):
         Cache-aware sessions take frame indices from the raw hypotheses instead. Call under `lock`.
         """
         if self._timestamps != enabled:
-            nemo_rt.select_decoder(self.model, self.spec.runtime.decoder, model_file=self.spec.runtime.model_file,
+            nemo_rt.select_decoder(self.model, self.runtime.decoder, model_file=self.runtime.model_file,
                                    timestamps=enabled)
             self._timestamps = enabled
 
@@ -251,12 +276,12 @@ class ParakeetStreamingEngine(StreamingEngine):
         """
         if not self._trim_outputs or len({c.last for c in chunks}) == 1:
             return self._cache_aware_call(chunks)
-        results: list[_ChunkOut | None] = [None] * len(chunks)
+        results: dict[int, _ChunkOut] = {}
         for last in (False, True):
             members = [i for i, c in enumerate(chunks) if c.last == last]
             for i, out in zip(members, self._cache_aware_call([chunks[i] for i in members])):
                 results[i] = out
-        return results  # type: ignore[return-value]
+        return [results[i] for i in range(len(chunks))]
 
     def _cache_aware_call(self, chunks: Sequence[_Chunk]) -> list[_ChunkOut]:
         import torch
@@ -296,7 +321,7 @@ class ParakeetStreamingEngine(StreamingEngine):
         would depend on who it shared the step with. Steady-state windows all have one length
         (`context_seconds`); only a stream's first and last windows are shorter.
         """
-        results: list[list[Word] | None] = [None] * len(windows)
+        results: dict[int, list[Word]] = {}
         by_length: dict[int, list[int]] = {}
         for i, window in enumerate(windows):
             by_length.setdefault(len(window), []).append(i)
@@ -305,7 +330,7 @@ class ParakeetStreamingEngine(StreamingEngine):
             self.observe_batch(len(group))
             for i, words in zip(members, self._transcribe_windows(group)):
                 results[i] = words
-        return results  # type: ignore[return-value]
+        return [results[i] for i in range(len(windows))]
 
     def _transcribe_windows(self, windows: Sequence[np.ndarray]) -> list[list[Word]]:
         import torch
@@ -444,7 +469,7 @@ class CacheAwareSession(StreamingSession):
         run by the engine's batcher together with the other sessions that have a chunk ready."""
         import torch
 
-        assert self.engine.batcher is not None
+        assert self.engine.chunk_batcher is not None, "load() a cache-aware variant first"
         first = self._step == 0
         chunk_size = self._pick(self.cfg.chunk_size, first)
         shift = self._pick(self.cfg.shift_size, first)
@@ -458,7 +483,7 @@ class CacheAwareSession(StreamingSession):
             if cache.shape[1] < cache_frames:
                 cache = torch.cat([torch.zeros((chunk.shape[0], cache_frames - cache.shape[1])), cache], dim=1)
         signal = torch.cat([cache, chunk], dim=1).to(self.engine.model.device)
-        out = self.engine.batcher.submit(_Chunk(signal, 0 if first else self.engine.drop_extra, last,
+        out = self.engine.chunk_batcher.submit(_Chunk(signal, 0 if first else self.engine.drop_extra, last,
                                                 self._cache, self.hypothesis))
         self._cache, self.hypothesis = out.cache, out.hyp
         # this chunk's encoder output starts at encoder frame ceil(buffer_idx / subsampling) of the
@@ -505,11 +530,10 @@ class BufferedSession(StreamingSession):
     """One stream decoded chunk by chunk inside a sliding window of left/right context."""
 
     def __init__(self, engine: ParakeetStreamingEngine, vad: VadConfig | None = None) -> None:
-        streaming = engine.spec.runtime.streaming
         self.engine = engine
-        self.chunk = round(streaming.chunk_seconds * SAMPLE_RATE)
-        total = max(streaming.context_seconds, streaming.chunk_seconds)
-        self.side = round((total - streaming.chunk_seconds) / 2 * SAMPLE_RATE)
+        self.chunk = round(engine.chunk_seconds * SAMPLE_RATE)
+        total = max(engine.context_seconds, engine.chunk_seconds)
+        self.side = round((total - engine.chunk_seconds) / 2 * SAMPLE_RATE)
         self.policy = UtterancePolicy(vad, sample_rate=SAMPLE_RATE)
         self._audio = np.zeros(0, dtype=np.float32)
         self._offset = 0  # stream sample index of _audio[0]

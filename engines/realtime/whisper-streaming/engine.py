@@ -18,6 +18,7 @@ import numpy as np
 
 from dalston.engine_sdk import StreamingEngine, StreamingSession, Transcript, TranscribeOptions, TurnDetection, Word
 from dalston.runtimes.faster_whisper import load_model, to_segments
+from dalston.spec import EngineSpec, FasterWhisperRuntime
 from dalston.streaming.local_agreement import LocalAgreementSession, PolicyConfig
 
 #: Language detection needs a little speech; before this much audio, the guess is unreliable.
@@ -27,16 +28,17 @@ _DETECT_AFTER_S = 2.0
 class WhisperStreamingEngine(StreamingEngine):
     """A Whisper variant that serves realtime sessions (and, for convenience, batch requests)."""
 
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)
-        self.model: Any = None
+        self.runtime = self.runtime_as(FasterWhisperRuntime)
+        self.model: Any = None  # faster_whisper.WhisperModel (the library ships no types)
 
     def load(self, weights_dir: Path) -> None:
         self.model, self.device, self.compute_type = load_model(self.spec, weights_dir)
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         """Batch decode of a whole file with the same weights (what the streaming WER is compared to)."""
-        runtime = self.spec.runtime
+        runtime = self.runtime
         segments, info = self.model.transcribe(
             audio, language=options.language, task=options.task, initial_prompt=options.prompt,
             temperature=options.temperature, word_timestamps=options.word_timestamps,
@@ -46,7 +48,7 @@ class WhisperStreamingEngine(StreamingEngine):
         return Transcript(" ".join(s.text for s in out).strip(), info.language, info.duration, out)
 
     def policy_config(self) -> PolicyConfig:
-        streaming = self.spec.runtime.streaming
+        streaming = self.runtime.streaming
         if streaming is None:
             return PolicyConfig()
         floor = None if streaming.min_chunk_floor_ms is None else streaming.min_chunk_floor_ms / 1000
@@ -75,7 +77,7 @@ class _WhisperDecoder:
     def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
         if len(audio) == 0:
             return []
-        runtime = self.engine.spec.runtime
+        runtime = self.engine.runtime
         segments, info = self.engine.model.transcribe(
             audio,
             language=self.language,

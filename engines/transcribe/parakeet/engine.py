@@ -44,6 +44,7 @@ from dalston.engine_sdk import (
 )
 from dalston.runtimes import nemo as nemo_rt
 from dalston.runtimes.batching import MicroBatcher
+from dalston.spec import EngineSpec, NemoRuntime
 
 log = logging.getLogger("dalston.engines.parakeet")
 
@@ -60,17 +61,18 @@ class _Request:
 
 
 class ParakeetEngine(Engine):
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)
-        self.model: Any = None
+        self.runtime = self.runtime_as(NemoRuntime)
+        self.model: Any = None  # a NeMo ASRModel (NeMo ships no types)
         self.batcher: MicroBatcher[_Request, Transcript] | None = None
-        self.decoder = spec.runtime.decoder
+        self.decoder = self.runtime.decoder
         self.long_audio_calls = 0  # requests decoded with local attention (observable by tests and logs)
         self.vad_available = speech_regions.available()
 
     # ------------------------------------------------------------------ lifecycle
     def load(self, weights_dir: Path) -> None:
-        runtime = self.spec.runtime
+        runtime = self.runtime
         if runtime.vad_filter and not self.vad_available:
             log.warning("parakeet_vad_unavailable engine_id=%s reason='faster-whisper (Silero VAD) not installed' "
                         "effect='silence and noise are not gated'", self.spec.id)
@@ -81,7 +83,7 @@ class ParakeetEngine(Engine):
                                     name=f"batcher-{self.spec.id}")
 
     def describe(self) -> dict[str, str]:
-        runtime = self.spec.runtime
+        runtime = self.runtime
         facts = {**super().describe(), "decoder": self.decoder, "batch_size": str(runtime.batch_size),
                  "vad": ("silero" if self.vad_available else "unavailable") if runtime.vad_filter else "off"}
         if runtime.local_attention_above_seconds:
@@ -100,7 +102,7 @@ class ParakeetEngine(Engine):
         empty = Transcript("", self._language(options.language), len(audio) / SAMPLE_RATE, ())
         if len(audio) < _MIN_SAMPLES:
             return empty
-        vad = speech_regions.requested(self.spec.runtime.vad_filter and self.vad_available, self.spec.runtime.vad,
+        vad = speech_regions.requested(self.runtime.vad_filter and self.vad_available, self.runtime.vad,
                                        options)
         if vad is not None and not self.vad_available:
             raise UnsupportedOption("vad_filter", f"{self.spec.id} has no VAD in this install (the Silero model ships "
@@ -116,7 +118,7 @@ class ParakeetEngine(Engine):
         return requested or self.spec.capabilities.languages[0]
 
     def _is_long(self, audio: np.ndarray) -> bool:
-        limit = self.spec.runtime.local_attention_above_seconds
+        limit = self.runtime.local_attention_above_seconds
         return limit is not None and len(audio) / SAMPLE_RATE > limit
 
     # ------------------------------------------------------------------ the dispatcher thread only
@@ -128,7 +130,7 @@ class ParakeetEngine(Engine):
         results: dict[int, Transcript] = {}
         for hotwords in dict.fromkeys(r.hotwords for r in requests):  # one decoder per set of hotwords
             group = [i for i, r in enumerate(requests) if r.hotwords == hotwords]
-            with (nemo_rt.boosted(self.model, self.decoder, hotwords, self.spec.runtime.hotwords_alpha)
+            with (nemo_rt.boosted(self.model, self.decoder, hotwords, self.runtime.hotwords_alpha)
                   if hotwords else contextlib.nullcontext()):
                 short = [i for i in group if not self._is_long(requests[i].audio)]
                 if short:
@@ -154,7 +156,7 @@ class ParakeetEngine(Engine):
 
     def _decode_long(self, audio: np.ndarray) -> Any:
         """Local attention for one long file, then back to the checkpoint's own attention."""
-        runtime = self.spec.runtime
+        runtime = self.runtime
         encoder_cfg = self.model.cfg.encoder
         original = (str(encoder_cfg.get("self_attention_model", "rel_pos")),
                     list(encoder_cfg.get("att_context_size", [-1, -1])),

@@ -27,20 +27,22 @@ import numpy as np
 from dalston import segmenting, speech_regions
 from dalston.engine_sdk import SAMPLE_RATE, Engine, Segment, Transcript, TranscribeOptions
 from dalston.runtimes.faster_whisper import load_model, to_segment
+from dalston.spec import EngineSpec, FasterWhisperRuntime
 
 #: Whisper's decoding window; audio longer than this benefits from batched chunk decoding.
 _WINDOW_SECONDS = 30.0
 
 
 class WhisperEngine(Engine):
-    def __init__(self, spec: Any) -> None:
+    def __init__(self, spec: EngineSpec) -> None:
         super().__init__(spec)
-        self.model: Any = None
-        self.batched: Any = None
+        self.runtime = self.runtime_as(FasterWhisperRuntime)
+        self.model: Any = None  # faster_whisper.WhisperModel (the library ships no types)
+        self.batched: Any = None  # faster_whisper.BatchedInferencePipeline, when runtime.batch_size > 1
 
     def load(self, weights_dir: Path) -> None:
         self.model, self.device, self.compute_type = load_model(self.spec, weights_dir)
-        if self.spec.runtime.batch_size > 1:
+        if self.runtime.batch_size > 1:
             from faster_whisper import BatchedInferencePipeline
 
             self.batched = BatchedInferencePipeline(model=self.model)
@@ -51,12 +53,12 @@ class WhisperEngine(Engine):
         return frozenset(_LANGUAGE_CODES) if self.model.model.is_multilingual else frozenset({"en"})
 
     def describe(self) -> dict[str, str]:
-        runtime = self.spec.runtime
+        runtime = self.runtime
         return {**super().describe(), "batched": "yes" if self.batched is not None else "no",
                 "vad_filter": "yes" if runtime.vad_filter else "no"}
 
     def _decode(self, audio: np.ndarray, options: TranscribeOptions) -> tuple[Iterator[Any], Any]:
-        runtime = self.spec.runtime
+        runtime = self.runtime
         guards = runtime.guards
 
         def guard(name: str) -> Any:
@@ -77,10 +79,14 @@ class WhisperEngine(Engine):
         vad = speech_regions.requested(runtime.vad_filter, runtime.vad, options)
         vad_parameters = None if vad is None else {"threshold": vad.threshold, "speech_pad_ms": vad.speech_pad_ms,
                                                    "min_silence_duration_ms": vad.min_silence_duration_ms}
+        decoded: tuple[Iterator[Any], Any]  # (segments, TranscriptionInfo), as faster-whisper returns them
         if self.batched is not None and vad is not None and len(audio) > _WINDOW_SECONDS * SAMPLE_RATE:
-            return self.batched.transcribe(audio, batch_size=runtime.batch_size, vad_filter=True,
-                                           vad_parameters=vad_parameters, **kwargs)
-        return self.model.transcribe(audio, vad_filter=vad is not None, vad_parameters=vad_parameters, **kwargs)
+            decoded = self.batched.transcribe(audio, batch_size=runtime.batch_size, vad_filter=True,
+                                              vad_parameters=vad_parameters, **kwargs)
+        else:
+            decoded = self.model.transcribe(audio, vad_filter=vad is not None, vad_parameters=vad_parameters,
+                                            **kwargs)
+        return decoded
 
     def transcribe(self, audio: np.ndarray, options: TranscribeOptions) -> Transcript:
         segments, info = self._decode(audio, options)
