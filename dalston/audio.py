@@ -58,69 +58,88 @@ AudioSource = bytes | str | Path | BinaryIO
 
 
 def decode_audio(source: AudioSource, *, max_seconds: float | None = None) -> DecodedAudio:
-    """Decode the first audio stream of `source` (bytes, a path or a binary file object)."""
-    import av  # PyAV: the whisper extra's decoder; imported here so the module loads without it
+    """Decode the first audio stream of `source` (bytes, a path or a binary file object), all of it."""
+    reader = AudioReader(source, max_seconds=max_seconds)
+    chunks = list(reader.blocks())
+    samples = np.concatenate(chunks).astype(np.float32, copy=False)
+    return DecodedAudio(samples, reader.source_sample_rate, reader.source_channels, reader.codec, reader.container)
 
-    handle: str | BinaryIO
+
+class AudioReader:
+    """Decode incrementally: `blocks()` yields 16 kHz mono float32 arrays of a few thousand samples.
+
+    WHY: the job prepare stage cuts files of hours; holding a whole decoded file costs 4 bytes per
+    sample (a 2 h recording is ~460 MB). Reading block by block lets it keep one chunk and a
+    look-ahead in memory (`dalston.jobs.chunking.cut_stream`). The checks and errors are the same
+    as `decode_audio`'s (which is this, concatenated); they are raised while iterating, and the
+    source facts (`source_sample_rate`, `codec`, ...) are set once the first block is out.
+    """
+
+    def __init__(self, source: AudioSource, *, max_seconds: float | None = None) -> None:
+        self.source, self.max_seconds = source, max_seconds
+        self.source_sample_rate, self.source_channels, self.codec, self.container = 0, 0, "", ""
+        self.samples_read = 0
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        import av  # PyAV: the whisper extra's decoder; imported here so the module loads without it
+
+        handle = _open_handle(self.source)
+        _check_wav_complete(handle)
+        cap = math.inf if self.max_seconds is None else float(self.max_seconds)  # seconds
+        limit = cap * SAMPLE_RATE  # samples (inf: no limit)
+        try:
+            with av.open(handle, mode="r", metadata_errors="ignore") as container:
+                if not container.streams:
+                    raise AudioError("invalid_audio", f"the file is not a recognised audio or video container "
+                                                      f"(probed as '{container.format.name}' with no streams)")
+                if not container.streams.audio:
+                    raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
+                stream = container.streams.audio[0]
+                declared = _declared_seconds(container, stream)
+                if declared is not None and declared > cap + 1.0:
+                    raise _too_long(declared, cap)
+                ctx = stream.codec_context
+                self.source_sample_rate = int(ctx.sample_rate or 0)
+                self.source_channels = int(getattr(ctx, "channels", 0) or ctx.layout.nb_channels)
+                self.codec, self.container = ctx.name, container.format.name
+                resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
+                for frame in _frames(container, stream):
+                    for out in resampler.resample(frame):
+                        yield self._counted(out.to_ndarray().reshape(-1), limit, cap)
+                for out in resampler.resample(None):
+                    yield self._counted(out.to_ndarray().reshape(-1), limit, cap)
+        except AudioError:
+            raise
+        except (av.FFmpegError, ValueError, OSError, EOFError) as exc:  # FFmpegError: InvalidDataError etc.
+            raise AudioError("invalid_audio", f"the file is not decodable audio ({_reason(exc)})") from None
+        if self.samples_read == 0:
+            raise AudioError("invalid_audio", "the file's audio stream holds no decodable samples")
+
+    def _counted(self, block: np.ndarray, limit: float, cap: float) -> np.ndarray:
+        self.samples_read += len(block)
+        if self.samples_read > limit:
+            raise _too_long(self.samples_read / SAMPLE_RATE, cap, at_least=True)
+        return block.astype(np.float32, copy=False)
+
+
+def _open_handle(source: AudioSource) -> str | BinaryIO:
+    """A path string or a seekable binary file for PyAV; empty and missing inputs are AudioErrors."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise AudioError("empty_file", "the uploaded file is empty")
-        handle = io.BytesIO(bytes(source))
-    elif isinstance(source, (str, Path)):
+        return io.BytesIO(bytes(source))
+    if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
             raise AudioError("invalid_audio", f"{path}: no such file")
         if path.stat().st_size == 0:
             raise AudioError("empty_file", f"{path}: the file is empty")
-        handle = str(path)
-    else:
-        source.seek(0, io.SEEK_END)
-        if source.tell() == 0:
-            raise AudioError("empty_file", "the uploaded file is empty")
-        source.seek(0)
-        handle = source
-
-    _check_wav_complete(handle)
-    cap = math.inf if max_seconds is None else float(max_seconds)  # seconds
-    limit = cap * SAMPLE_RATE  # samples (inf: no limit)
-    try:
-        with av.open(handle, mode="r", metadata_errors="ignore") as container:
-            if not container.streams:
-                raise AudioError("invalid_audio", f"the file is not a recognised audio or video container "
-                                                  f"(probed as '{container.format.name}' with no streams)")
-            if not container.streams.audio:
-                raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
-            stream = container.streams.audio[0]
-            declared = _declared_seconds(container, stream)
-            if declared is not None and declared > cap + 1.0:
-                raise _too_long(declared, cap)
-            ctx = stream.codec_context
-            source_rate = int(ctx.sample_rate or 0)
-            source_channels = int(getattr(ctx, "channels", 0) or ctx.layout.nb_channels)
-            resampler = av.AudioResampler(format="flt", layout="mono", rate=SAMPLE_RATE)
-            chunks: list[np.ndarray] = []
-            total = 0
-            for frame in _frames(container, stream):
-                for out in resampler.resample(frame):
-                    chunk = out.to_ndarray().reshape(-1)
-                    chunks.append(chunk)
-                    total += len(chunk)
-                    if total > limit:
-                        raise _too_long(total / SAMPLE_RATE, cap, at_least=True)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-            codec, container_name = ctx.name, container.format.name
-    except AudioError:
-        raise
-    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:  # FFmpegError: InvalidDataError etc.
-        raise AudioError("invalid_audio", f"the file is not decodable audio ({_reason(exc)})") from None
-
-    samples = np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros(0, np.float32)
-    if len(samples) > limit:
-        raise _too_long(len(samples) / SAMPLE_RATE, cap)
-    if len(samples) == 0:
-        raise AudioError("invalid_audio", "the file's audio stream holds no decodable samples")
-    return DecodedAudio(samples, source_rate, source_channels, codec, container_name)
+        return str(path)
+    source.seek(0, io.SEEK_END)
+    if source.tell() == 0:
+        raise AudioError("empty_file", "the uploaded file is empty")
+    source.seek(0)
+    return source
 
 
 def _check_wav_complete(handle: str | BinaryIO) -> None:
@@ -193,11 +212,19 @@ def pcm16_to_float32(data: bytes) -> np.ndarray:
 def wav_bytes(samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
     """16-bit PCM mono WAV of float samples: the prepare stage's `response_format=wav` and stored job
     chunks (half the size of float32, lossless for speech)."""
-    pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes()
     buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(sample_rate)
-        out.writeframes(pcm)
+    write_wav(buffer, samples, sample_rate)
     return buffer.getvalue()
+
+
+def write_wav(out: BinaryIO, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write `samples` as a 16-bit PCM mono WAV to `out`, converting a second at a time (no full-size copies)."""
+    step = sample_rate
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(sample_rate)
+        wav.setnframes(len(samples))
+        for i in range(0, len(samples), step):
+            part = samples[i:i + step]
+            wav.writeframesraw((np.clip(part, -1.0, 32767 / 32768) * 32768).astype("<i2").tobytes())

@@ -3,7 +3,8 @@
 Modules, one job each:
   storage       blobs (upload, chunks, results) in a shared directory behind a small interface
   model         the job record, statuses, Redis key names, the public JSON
-  chunking      cut decoded audio at silences into chunks of bounded length
+  chunking      cut decoded audio at silences into chunks of bounded length, as it streams in
+  prepare       decode an upload and store its chunks, one chunk in memory at a time
   merge         join chunk transcripts: offset timestamps, continuous segments and words
   store         job state in Redis and the one atomic status change (Lua)
   streams       consumer-group reading of a Redis stream with capacity, keep-alive and reclaim

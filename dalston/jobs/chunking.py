@@ -6,10 +6,15 @@ text stitching heuristics. The search looks in the last half of the allowed leng
 short-time energy (smoothed over ~0.4 s so a single quiet frame inside a word does not win), and
 cuts in the middle of that quiet stretch. Speech with no pause at all in the window is still cut
 at its quietest point: a chunk never exceeds `max_seconds`.
+
+`cut_stream` applies the rule to audio arriving in blocks (the job prepare stage decodes as it
+cuts), holding one chunk's span plus the smoothing look-ahead; `plan_chunks` is the same rule over
+an array in memory.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,39 +46,100 @@ class Chunk:
 
 def plan_chunks(samples: np.ndarray, max_seconds: float, sample_rate: int = SAMPLE_RATE) -> list[Chunk]:
     """Chunks covering `samples` end to end (no gap, no overlap), each at most `max_seconds` long."""
+    step = 1 << 16
+    blocks = (samples[i:i + step] for i in range(0, len(samples), step))
+    return [chunk for chunk, _ in cut_stream(blocks, max_seconds, sample_rate)]
+
+
+def cut_stream(blocks: Iterable[np.ndarray], max_seconds: float,
+               sample_rate: int = SAMPLE_RATE) -> Iterator[tuple[Chunk, np.ndarray]]:
+    """Cut audio arriving in blocks of any size: yields each chunk and its samples as soon as it is decided.
+
+    The cuts are those `plan_chunks` makes over the whole array (it is this, with one block). To
+    decide a cut it needs the chunk's allowed span plus a look-ahead of half the smoothing window,
+    so at most about `max_seconds` + 0.2 s of samples are held, however long the audio. A chunk's
+    samples are a view into that buffer, valid until the next chunk is asked for: write or copy
+    them first.
+    """
     if max_seconds <= 2 * SMOOTH_S:
         raise ValueError(f"chunk length {max_seconds} s is too short (minimum {2 * SMOOTH_S} s)")
-    total = len(samples)
     max_len = int(max_seconds * sample_rate)
-    if total <= max_len:
-        return [Chunk(0, 0, total)]
     frame = int(FRAME_S * sample_rate)
-    energy = _smoothed_energy(samples, frame, max(1, int(SMOOTH_S / FRAME_S)))
-    chunks: list[Chunk] = []
-    start = 0
-    while total - start > max_len:
-        lo = (start + int(MIN_FRACTION * max_len)) // frame
+    smooth = max(1, int(SMOOTH_S / FRAME_S))
+    # np.convolve(power, ones(smooth)/smooth, "same")[i] averages power[i - left : i + right + 1]
+    left, right = smooth - 1 - (smooth - 1) // 2, (smooth - 1) // 2
+    kernel = np.ones(smooth) / smooth
+    buf = _Buffer(max_len + (right + 2) * frame + (1 << 16))  # + room for the block that crosses `need`
+    source = iter(blocks)
+    start, index, ended = 0, 0, False   # `buf` holds samples [start, start + len(buf))
+    while True:
         hi = (start + max_len) // frame  # the frame starting at hi*frame still ends within the limit
-        window = energy[lo:hi]
+        need = max(max_len + 1, (hi + right) * frame - start)  # the span + the smoothing look-ahead
+        while len(buf) < need and not ended:
+            block = next(source, None)
+            if block is None:
+                ended = True
+            else:
+                buf.append(block)
+        if len(buf) <= max_len:  # the rest fits in one chunk (only at the end of the audio)
+            if len(buf) or index == 0:
+                yield Chunk(index, start, start + len(buf)), buf.view(len(buf))
+            return
+        lo = (start + int(MIN_FRACTION * max_len)) // frame
+        window = _window_energy(buf, start, lo - left, hi + right, frame, ended, kernel)
         # the quietest frame; among equally quiet frames (digital silence) the middle of the run
         quiet = np.flatnonzero(window <= window.min() + 1e-12)
         run = _longest_run(quiet)
         cut = (lo + int(run[len(run) // 2])) * frame
         cut = min(max(cut, start + frame), start + max_len)
-        chunks.append(Chunk(len(chunks), start, cut))
-        start = cut
-    chunks.append(Chunk(len(chunks), start, total))
-    return chunks
+        yield Chunk(index, start, cut), buf.view(cut - start)
+        buf.drop(cut - start)
+        start, index = cut, index + 1
 
 
-def _smoothed_energy(samples: np.ndarray, frame: int, smooth: int) -> np.ndarray:
-    n = len(samples) // frame
-    frames = samples[: n * frame].astype(np.float64).reshape(n, frame)
-    power = (frames ** 2).mean(axis=1)
-    if len(samples) > n * frame:  # the partial last frame
-        power = np.append(power, float((samples[n * frame:].astype(np.float64) ** 2).mean()))
-    kernel = np.ones(smooth) / smooth
-    return np.convolve(power, kernel, mode="same")
+def _window_energy(buf: _Buffer, start: int, first: int, end: int, frame: int, ended: bool,
+                   kernel: np.ndarray) -> np.ndarray:
+    """Smoothed frame energies of frames [first + left, end - right): mean power per frame, zero past the audio."""
+    total = start + len(buf)
+    complete = total // frame
+    stop = min(end, complete)
+    frames = buf.view(stop * frame - start)[first * frame - start:].reshape(-1, frame)
+    # mean power per frame in float64, 1024 frames at a time (a float64 copy of the span would double its memory)
+    power = np.concatenate([(frames[i:i + 1024].astype(np.float64) ** 2).mean(axis=1)
+                            for i in range(0, len(frames), 1024)] or [np.zeros(0)])
+    if end > complete and ended and total > complete * frame:  # the partial last frame
+        power = np.append(power, float((buf.view(len(buf))[complete * frame - start:].astype(np.float64) ** 2).mean()))
+    if len(power) < end - first:  # frames past the end of the audio count as silence, as in "same" mode
+        power = np.concatenate([power, np.zeros(end - first - len(power))])
+    return np.convolve(power, kernel, mode="valid")
+
+
+class _Buffer:
+    """A growable float32 buffer: append at the end, drop from the front (no copy of what is kept per block)."""
+
+    def __init__(self, capacity: int) -> None:
+        self._data = np.empty(capacity, np.float32)
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, block: np.ndarray) -> None:
+        end = self._size + len(block)
+        if end > len(self._data):
+            grown = np.empty(max(end, 2 * len(self._data)), np.float32)
+            grown[:self._size] = self._data[:self._size]
+            self._data = grown
+        self._data[self._size:end] = block
+        self._size = end
+
+    def view(self, n: int) -> np.ndarray:
+        return self._data[:n]
+
+    def drop(self, n: int) -> None:
+        rest = self._size - n
+        self._data[:rest] = self._data[n:self._size]  # numpy copies overlapping ranges correctly
+        self._size = rest
 
 
 def _longest_run(indexes: np.ndarray) -> np.ndarray:

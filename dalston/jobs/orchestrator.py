@@ -3,8 +3,8 @@
 Events (stream `dalston:events`, group `orchestrators`) and what handling one does:
 
   submitted      prepare: decode the upload to 16 kHz mono (the audio-prepare stage's decoder and
-                 duration limit), cut it at silences into chunks of at most `chunk_seconds`, store
-                 them, then atomically mark the job running and enqueue one task per chunk on the
+                 duration limit), cut it at silences into chunks of at most `chunk_seconds` and store
+                 them as it reads (`dalston.jobs.prepare`: memory bounded by the chunk, not the file), then atomically mark the job running and enqueue one task per chunk on the
                  variant's stream (`dalston:tasks:<engine id>`), which every live replica reads.
   chunk_done     count the chunk once (a re-run chunk is not counted twice); when all are done,
                  merge the stored chunk transcripts and mark the job succeeded.
@@ -21,6 +21,7 @@ status changes that already happened are no-ops in `JobStore.advance`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -32,12 +33,11 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from dalston.audio import AudioError, decode_audio
+from dalston.audio import AudioError
 from dalston.jobs import model as m
-from dalston.audio import wav_bytes
-from dalston.jobs.chunking import plan_chunks
 from dalston.jobs.health import OrchestratorMetrics
 from dalston.jobs.merge import merge, transcript_from_dict
+from dalston.jobs.prepare import prepare_chunks
 from dalston.jobs.storage import Storage
 from dalston.jobs.store import JobStore
 from dalston.jobs.streams import Delivery, StreamConsumer
@@ -123,7 +123,8 @@ class Orchestrator:
         chunk_limit = min(self.config.chunk_seconds, (self.config.variant_limits or {}).get(job.model, float("inf")))
         loop = asyncio.get_running_loop()
         try:
-            plan = await loop.run_in_executor(self.executor, self._decode_and_cut, job.id, limit, chunk_limit)
+            plan = await loop.run_in_executor(self.executor, functools.partial(
+                prepare_chunks, self.storage, job.id, max_audio_seconds=limit, chunk_seconds=chunk_limit))
         except AudioError as exc:
             log.info("job_failed job_id=%s stage=prepare code=%s", job.id, exc.code)
             await self.store.fail(job, exc.code, exc.message)
@@ -136,16 +137,6 @@ class Orchestrator:
             "prepare_done_at": repr(time.time())})
         log.info("job_prepared job_id=%s model=%s duration_s=%.1f chunks=%d prepare_s=%.2f enqueued=%s", job.id,
                  job.model, duration, len(plan), time.time() - started, moved)
-
-    def _decode_and_cut(self, job_id: str, limit: float, chunk_limit: float) -> list[dict[str, Any]]:
-        with self.storage.local_copy(m.input_key(job_id)) as path:
-            audio = decode_audio(path, max_seconds=limit)
-        chunks = plan_chunks(audio.samples, chunk_limit)
-        for chunk in chunks:
-            self.storage.put(m.chunk_key(job_id, chunk.index), wav_bytes(audio.samples[chunk.start:chunk.end]))
-        manifest = [c.to_json() for c in chunks]
-        self.storage.put(m.manifest_key(job_id), json.dumps(manifest).encode())
-        return manifest
 
     # ------------------------------------------------------------------ transcribe progress
     async def chunk_done(self, job: m.Job, fields: dict[str, str]) -> None:

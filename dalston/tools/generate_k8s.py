@@ -285,16 +285,16 @@ def _pvc(name: str, component: str, access: str, size: str) -> dict[str, Any]:
 def orchestrator_deployment(catalog: Catalog, defaults: d.Defaults) -> dict[str, Any]:
     """`dalston orchestrator` replicas (they share the work through Redis; any may die)."""
     labels = _labels("orchestrator")
-    prepare = next(e.spec for e in catalog.engines.values() if e.stage == "prepare")
-    # Prepare holds a whole decoded file (float32, 16 kHz) and its chunks: size the limit for the longest.
-    memory_gib = math.ceil(prepare.capabilities.max_audio_duration * 16000 * 4 * 2 / 2**30) + 1
+    # Prepare streams: each of its (at most 2) running prepares holds about one chunk span of float32
+    # (~35 MB at the default 300 s chunks, docs/JOBS.md), whatever the file's length, so the limit does
+    # not grow with `max_audio_duration`: the interpreter, PyAV and two prepares fit in 1 GiB.
     jobs_volume, jobs_mount = _jobs_volume()
     container = {
         "name": "orchestrator", "image": d.orchestrator_image(catalog), "command": d.orchestrator_command(),
         "env": [*_jobs_env(), {"name": "DALSTON_WEBHOOK_SECRET", "valueFrom": {"secretKeyRef": {
             "name": WEBHOOK_SECRET, "key": "secret", "optional": True}}}],
         "ports": [{"name": "http", "containerPort": d.ORCHESTRATOR_PORT, "protocol": "TCP"}],
-        "resources": {"requests": {"memory": "512Mi", "cpu": "500m"}, "limits": {"memory": f"{memory_gib}Gi"}},
+        "resources": {"requests": {"memory": "512Mi", "cpu": "500m"}, "limits": {"memory": "1Gi"}},
         # /ready: Redis answers (a rollout waits for it); /health never depends on Redis, so an outage
         # does not restart every orchestrator (they retry on their own).
         "readinessProbe": _http_probe("/ready", 5, 2),

@@ -7,7 +7,7 @@ import pytest
 
 from dalston.audio import decode_audio
 from dalston.engine_sdk.types import Segment, Transcript, Word
-from dalston.jobs.chunking import SAMPLE_RATE, plan_chunks
+from dalston.jobs.chunking import SAMPLE_RATE, cut_stream, plan_chunks
 from dalston.jobs.merge import merge, transcript_from_dict
 
 
@@ -47,6 +47,26 @@ def test_short_audio_is_one_chunk_and_continuous_speech_is_still_bounded() -> No
     assert all(c.duration <= 10.0 for c in chunks) and chunks[-1].end == len(noise)
     with pytest.raises(ValueError):
         plan_chunks(noise, 0.5)
+
+
+def test_blocks_of_any_size_give_the_same_cuts_and_the_same_samples(speech_clip) -> None:
+    """The streaming cutter decides the same cuts however the decoder happens to split the audio
+    (including a signal that ends inside the smoothing look-ahead of a cut), and each chunk's
+    samples are exactly its span of the input."""
+    speech = decode_audio(speech_clip("two_cities.wav")).samples
+    rng = np.random.default_rng(7)
+    for samples in (speech, np.concatenate([speech, np.zeros(SAMPLE_RATE * 3 + 17, np.float32)]), speech[:16000 * 12 + 161]):
+        for seconds in (5.0, 6.37, 12.0):
+            whole = plan_chunks(samples, seconds)
+            blocks, i = [], 0
+            while i < len(samples):
+                n = int(rng.integers(1, 20000))
+                blocks.append(samples[i:i + n])
+                i += n
+            streamed = [(chunk, piece.copy()) for chunk, piece in cut_stream(blocks, seconds)]
+            assert [c for c, _ in streamed] == whole
+            for chunk, piece in streamed:
+                assert np.array_equal(piece, samples[chunk.start:chunk.end])
 
 
 def test_real_speech_is_cut_in_pauses(speech_clip) -> None:
