@@ -39,6 +39,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     submit.add_argument("--model", default="fast", help="variant id or alias (default: fast)")
     submit.add_argument("--format", dest="response_format", choices=RESPONSE_FORMATS, default="text")
     submit.add_argument("--language", default=None)
+    submit.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
     submit.add_argument("--prompt", default=None)
     submit.add_argument("--word-timestamps", action="store_true", help="words in verbose_json")
     submit.add_argument("--webhook-url", default=None, help="POST the finished job's status here (signed)")
@@ -89,6 +90,8 @@ def _submit(http: httpx.Client, args: argparse.Namespace) -> int:
     if not args.file.is_file():
         raise CliError(f"{args.file}: no such file")
     fields: dict[str, Any] = {"model": args.model, "response_format": args.response_format}
+    if args.task != "transcribe":
+        fields["task"] = args.task
     for name in ("language", "prompt", "webhook_url"):
         if getattr(args, name):
             fields[name] = getattr(args, name)

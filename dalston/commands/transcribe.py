@@ -2,6 +2,10 @@
 
 No server, no keys: resolve the model (id or alias), check its pinned weights, load the family,
 decode the file with the shared audio path and print the transcript in any response format.
+
+`--job URL` sends the file to a gateway as a batch job instead (docs/JOBS.md): it is exactly
+`dalston jobs --url URL submit FILE ...` (the same parser and client are called, not copied), with
+the progress bar on stderr and the result written as here.
 """
 
 from __future__ import annotations
@@ -51,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--engines-dir", type=Path, default=None)
     parser.add_argument("--model-dir", default=None, help="root of weights dirs (default $DALSTON_MODEL_DIR)")
     parser.add_argument("--output", "-o", type=Path, default=None, help="write here instead of stdout")
+    parser.add_argument("--job", metavar="URL", default=None,
+                        help="submit to the gateway at URL as a batch job and follow it (`dalston jobs submit`)")
+    parser.add_argument("--api-key", default=None, help="with --job: dk_... key (default $DALSTON_API_KEY)")
 
 
 def _fail(message: str, code: int = 1) -> int:
@@ -58,7 +65,35 @@ def _fail(message: str, code: int = 1) -> int:
     return code
 
 
+def _as_job(args: argparse.Namespace) -> int:
+    """`--job URL`: hand the file and the options a job takes to `dalston jobs submit`."""
+    from dalston.commands import jobs
+
+    limits = CueLimits()
+    local_only = [flag for flag, used in (
+        ("--hotwords", args.hotwords is not None), ("--vad/--no-vad", args.vad_filter is not None),
+        ("--engines-dir", args.engines_dir is not None), ("--model-dir", args.model_dir is not None),
+        ("--max-line-width", args.max_line_width != limits.max_line_width),
+        ("--max-line-count", args.max_line_count != limits.max_line_count),
+        ("--max-cue-seconds", args.max_cue_seconds != limits.max_cue_seconds)) if used]
+    if local_only:
+        return _fail(f"{', '.join(local_only)} apply to in-process transcription only, not to a job "
+                     f"(a job takes the fields of POST /v1/jobs: docs/JOBS.md)", 2)
+    argv = ["--url", args.job, *(["--api-key", args.api_key] if args.api_key else []),
+            "submit", str(args.file), "--model", args.model, "--format", args.response_format, "--task", args.task]
+    for flag, value in (("--language", args.language), ("--prompt", args.prompt), ("--output", args.output)):
+        if value is not None:
+            argv += [flag, str(value)]
+    if args.word_timestamps:
+        argv.append("--word-timestamps")
+    parser = argparse.ArgumentParser(prog="dalston transcribe --job")
+    jobs.add_arguments(parser)
+    return jobs.run(parser.parse_args(argv))
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        return _as_job(args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     from dalston.audio import AudioError, decode_audio
     from dalston.catalog import Catalog, SpecInvalid

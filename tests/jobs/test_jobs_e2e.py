@@ -322,3 +322,18 @@ def test_cli_submits_follows_progress_and_writes_the_result(cluster: c.Cluster, 
     nowhere = subprocess.run([sys.executable, "-m", "dalston.cli", "jobs", "--url", "http://127.0.0.1:9", "list"],
                              env=cluster.env, capture_output=True, text=True, timeout=30)
     assert nowhere.returncode == 1 and "cannot reach the gateway" in nowhere.stderr
+
+    # `dalston transcribe --job URL` is the same client: a job with progress, the result written like a local run
+    vtt = tmp_path / "beckett.vtt"
+    as_job = subprocess.run([sys.executable, "-m", "dalston.cli", "transcribe", str(speech_clip("beckett.wav")),
+                             "--job", cluster.url, "--api-key", c.KEY, "--model", c.MODEL, "--format", "vtt",
+                             "-o", str(vtt)], env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert as_job.returncode == 0, as_job.stderr
+    assert "100% succeeded chunks 1/1" in as_job.stderr
+    assert vtt.read_text().startswith("WEBVTT") and "fail better" in vtt.read_text().lower()
+    submitted = re.search(r"(job_[0-9a-f]{32}) \[", as_job.stderr)
+    assert submitted and cluster.job(submitted.group(1))["response_format"] == "vtt"
+    local_only = subprocess.run([sys.executable, "-m", "dalston.cli", "transcribe", str(speech_clip("beckett.wav")),
+                                 "--job", cluster.url, "--hotwords", "Beckett"], env=cluster.env, capture_output=True,
+                                text=True, timeout=60)
+    assert local_only.returncode == 2 and "--hotwords apply to in-process transcription only" in local_only.stderr
