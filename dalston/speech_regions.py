@@ -12,7 +12,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+from dalston.audio import SAMPLE_RATE
+from dalston.engine_sdk.types import TranscribeOptions
+from dalston.spec import VadSettings
 
 
 class VadUnavailable(RuntimeError):
@@ -55,17 +57,13 @@ def inside(start: float, end: float, regions: list[tuple[float, float]], slack: 
     return any(start <= r_end + slack and end >= r_start - slack for r_start, r_end in regions)
 
 
-def requested(vad_filter: bool, settings: object, options: object) -> VadParams | None:
+def requested(vad_filter: bool, settings: VadSettings, options: TranscribeOptions) -> VadParams | None:
     """The VAD a request gets: the variant's `runtime.vad_filter`/`runtime.vad`, each overridable by the
     request's `vad_filter`, `vad_threshold`, `min_silence_duration_ms`, `speech_pad_ms`; None when off."""
-    wanted = getattr(options, "vad_filter", None)
-    if not (vad_filter if wanted is None else wanted):
+    if not (vad_filter if options.vad_filter is None else options.vad_filter):
         return None
-
-    def pick(name: str, default_name: str) -> object:
-        value = getattr(options, name, None)
-        return getattr(settings, default_name) if value is None else value
-
-    return VadParams(threshold=float(pick("vad_threshold", "threshold")),  # type: ignore[arg-type]
-                     min_silence_duration_ms=int(pick("min_silence_duration_ms", "min_silence_duration_ms")),  # type: ignore[call-overload]
-                     speech_pad_ms=int(pick("speech_pad_ms", "speech_pad_ms")))  # type: ignore[call-overload]
+    return VadParams(
+        threshold=settings.threshold if options.vad_threshold is None else options.vad_threshold,
+        min_silence_duration_ms=(settings.min_silence_duration_ms if options.min_silence_duration_ms is None
+                                 else options.min_silence_duration_ms),
+        speech_pad_ms=settings.speech_pad_ms if options.speech_pad_ms is None else options.speech_pad_ms)

@@ -75,3 +75,37 @@ def test_forced_language_skips_detection(model_dir_for):
     audio = decode_audio(assets.speech_clip("beckett")).samples
     assert engine.transcribe(audio, TranscribeOptions()).language == "en"  # detected
     assert engine.transcribe(audio, TranscribeOptions(language="de")).language == "de"  # forced, not detected
+
+
+def test_request_guards_and_vad_settings_override_the_variants_field_by_field(model_dir_for,
+                                                                              monkeypatch: pytest.MonkeyPatch):
+    """A request's guard or VAD setting replaces the variant's (`runtime.guards`, `runtime.vad`) even when it
+    is falsy (condition_on_previous_text=false); a field it leaves unset keeps the variant's. A spy on
+    `WhisperModel.transcribe` records what the family passes to faster-whisper and runs the real call."""
+    import faster_whisper
+
+    entry = Catalog.load().get("whisper-base")
+    engine = load_engine_class(entry)(entry.spec)
+    engine.load(model_dir_for("whisper-base"))
+    seen: list[dict] = []
+    original = faster_whisper.WhisperModel.transcribe
+
+    def spy(self, audio, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(kwargs)
+        return original(self, audio, *args, **kwargs)
+
+    monkeypatch.setattr(faster_whisper.WhisperModel, "transcribe", spy)
+    audio = decode_audio(assets.speech_clip("beckett")).samples
+    plain = engine.transcribe(audio, TranscribeOptions(language="en", vad_filter=True))
+    engine.transcribe(audio, TranscribeOptions(language="en", vad_filter=True, no_speech_threshold=0.3,
+                                               condition_on_previous_text=False, vad_threshold=0.7,
+                                               speech_pad_ms=100))
+    guards, vad = entry.spec.runtime.guards, entry.spec.runtime.vad
+    default, override = seen
+    assert {k: default[k] for k in ("no_speech_threshold", "log_prob_threshold", "compression_ratio_threshold",
+                                    "condition_on_previous_text")} == guards.model_dump()
+    assert default["vad_parameters"] == vad.model_dump()
+    assert (override["no_speech_threshold"], override["condition_on_previous_text"]) == (0.3, False)
+    assert override["log_prob_threshold"] == guards.log_prob_threshold
+    assert override["vad_parameters"] == {**vad.model_dump(), "threshold": 0.7, "speech_pad_ms": 100}
+    assert assets.normalize_words(plain.text) == assets.reference_words("beckett")

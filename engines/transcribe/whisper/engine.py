@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -31,6 +31,13 @@ from dalston.spec import EngineSpec, FasterWhisperRuntime
 
 #: Whisper's decoding window; audio longer than this benefits from batched chunk decoding.
 _WINDOW_SECONDS = 30.0
+
+_T = TypeVar("_T")
+
+
+def _override(requested: _T | None, variant: _T) -> _T:
+    """A request's guard when it set one (None = not set), else the variant's `runtime.guards` value."""
+    return variant if requested is None else requested
 
 
 class WhisperEngine(Engine):
@@ -61,10 +68,6 @@ class WhisperEngine(Engine):
         runtime = self.runtime
         guards = runtime.guards
 
-        def guard(name: str) -> Any:
-            value = getattr(options, name)
-            return getattr(guards, name) if value is None else value
-
         kwargs: dict[str, Any] = dict(
             language=options.language, task=options.task, initial_prompt=options.prompt or None,
             hotwords=options.hotwords or None,
@@ -72,9 +75,12 @@ class WhisperEngine(Engine):
             # temperature 0 keeps faster-whisper's fallback ladder (0.2, 0.4, …) for failed decodes;
             # a caller-chosen temperature is used as given.
             temperature=options.temperature if options.temperature > 0 else [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
-            no_speech_threshold=guard("no_speech_threshold"), log_prob_threshold=guard("log_prob_threshold"),
-            compression_ratio_threshold=guard("compression_ratio_threshold"),
-            condition_on_previous_text=guard("condition_on_previous_text"),
+            no_speech_threshold=_override(options.no_speech_threshold, guards.no_speech_threshold),
+            log_prob_threshold=_override(options.log_prob_threshold, guards.log_prob_threshold),
+            compression_ratio_threshold=_override(options.compression_ratio_threshold,
+                                                  guards.compression_ratio_threshold),
+            condition_on_previous_text=_override(options.condition_on_previous_text,
+                                                 guards.condition_on_previous_text),
         )
         vad = speech_regions.requested(runtime.vad_filter, runtime.vad, options)
         vad_parameters = None if vad is None else {"threshold": vad.threshold, "speech_pad_ms": vad.speech_pad_ms,
