@@ -96,6 +96,7 @@ def protocol_class(limits: ConnectionLimits) -> type[H11Protocol]:
             self._bytes = 0  # bytes received in the current phase (header bytes, then body bytes)
 
         # --- connection
+        # uvicorn's own signature, narrower than asyncio.Protocol's BaseTransport (uvicorn only serves streams)
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
             if len(self.connections) > self._limits.max_connections:

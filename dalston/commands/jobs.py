@@ -113,7 +113,7 @@ def _follow(http: httpx.Client, job_id: str, poll: float) -> dict[str, Any]:
     """Poll until the job ends, drawing progress on stderr (one rewritten line on a terminal)."""
     tty, last = sys.stderr.isatty(), ""
     while True:
-        status = _call(http, "GET", f"/v1/jobs/{job_id}").json()
+        status: dict[str, Any] = _call(http, "GET", f"/v1/jobs/{job_id}").json()
         chunks = status.get("chunks") or {}
         filled = int(status.get("progress", 0) * 30)
         line = (f"{job_id} [{'#' * filled}{'.' * (30 - filled)}] {status.get('progress', 0):4.0%} "
@@ -124,7 +124,7 @@ def _follow(http: httpx.Client, job_id: str, poll: float) -> dict[str, Any]:
         if status["status"] in ("succeeded", "failed", "cancelled"):
             if tty:
                 print(file=sys.stderr)
-            return status  # type: ignore[no-any-return]
+            return status
         time.sleep(poll)
 
 

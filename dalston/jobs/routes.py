@@ -30,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 
 from dalston import formats
 from dalston.catalog import Catalog, ModelNotFound, ModelRegistry
+from dalston.engine_sdk.types import Task
 from dalston.jobs import model as m
 from dalston.jobs.merge import transcript_from_dict
 from dalston.jobs.storage import Storage, StorageError
@@ -37,6 +38,9 @@ from dalston.jobs.store import JobStore
 from dalston.errors import ApiError
 from dalston.server.params import text_field
 from dalston.shared_redis import UNAVAILABLE_ERRORS, client
+
+#: The `task` form values a job may ask for (the form gives a str; this maps it onto the Task literal).
+_TASKS: dict[str, Task] = {"transcribe": "transcribe", "translate": "translate"}
 
 #: The gateway's authentication: the caller's owner id (a key digest) or the refusal to send.
 OwnerOf = Callable[[Request], "str | Response"]
@@ -209,9 +213,10 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
     if not 0.0 <= temperature <= 1.0:
         raise ApiError(400, f"temperature must be a number between 0 and 1, got '{raw_temperature}'",
                        "invalid_temperature", param="temperature")
-    task = text_field(form, "task") or "transcribe"
-    if task not in ("transcribe", "translate") or (task == "translate" and not spec.capabilities.translation):
-        raise ApiError(400, f"task '{task}' is not available on {spec.id} (transcribe"
+    task_field = text_field(form, "task") or "transcribe"
+    task = _TASKS.get(task_field)
+    if task is None or (task == "translate" and not spec.capabilities.translation):
+        raise ApiError(400, f"task '{task_field}' is not available on {spec.id} (transcribe"
                             f"{', translate' if spec.capabilities.translation else ''})", "unsupported_option",
                        param="task")
     webhook_url = text_field(form, "webhook_url")
@@ -226,7 +231,7 @@ def _parse_job(form: FormData, backend: JobsBackend, owner: str) -> tuple[m.Job,
         raise ApiError(400, f"language '{language}' is not supported by {spec.id} ({', '.join(declared)})",
                        "unsupported_language", param="language")
     options = m.JobOptions(language=language.lower() if language else None, prompt=text_field(form, "prompt"),
-                           temperature=temperature, task=task,  # type: ignore[arg-type]
+                           temperature=temperature, task=task,
                            word_timestamps="word" in granularities)
     job = m.Job(id=m.new_job_id(), owner=owner, model=engine_id, status="queued", created_at=time.time(),
                 options=options, response_format=response_format, granularities=granularities or ("segment",),

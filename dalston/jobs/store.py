@@ -128,9 +128,9 @@ class JobStore:
         start = 0
         if after:
             rank = await self.redis.zrevrank(key, after)
-            if rank is None:
+            if not isinstance(rank, int):  # None: `after` is not the owner's (a list comes only with withscore)
                 return [], False
-            start = int(rank) + 1  # type: ignore[arg-type]
+            start = rank + 1
         jobs: list[m.Job] = []
         while len(jobs) <= limit:
             ids = [text(i) for i in await self.redis.zrevrange(key, start, start + limit)]
