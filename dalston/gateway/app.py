@@ -13,11 +13,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from dalston.draining import shutting_down
 from dalston.errors import ApiError
-from dalston.gateway.routes import routes
+from dalston.gateway.routes import INTERNAL_PREFIX, routes
 from dalston.gateway.state import GatewayConfig, GatewayState
 
 __all__ = ["GatewayConfig", "GatewayState", "create_gateway_app"]
@@ -28,6 +31,35 @@ log = logging.getLogger("dalston.gateway")
 async def _api_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ApiError)
     return exc.response()
+
+
+_PROBES = frozenset({"/health", "/ready", "/metrics"})
+
+
+class _DrainGate:
+    """Counts client HTTP requests until their response is sent; while draining, refuses new ones.
+
+    Probes and engine registration pass through uncounted and never refused: `/ready` must say 503
+    for the load balancer, and engines keep heartbeating (or deregister) while the gateway drains.
+    WebSocket sessions are refused and drained by the realtime route (`GatewayState.sessions`).
+    """
+
+    def __init__(self, app: ASGIApp, state: GatewayState) -> None:
+        self.app, self.state = app, state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in _PROBES or path.startswith(INTERNAL_PREFIX):
+            await self.app(scope, receive, send)
+            return
+        if self.state.draining:
+            await shutting_down().response()(scope, receive, send)
+            return
+        self.state.requests += 1
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.state.requests -= 1
 
 
 def create_gateway_app(config: GatewayConfig) -> Starlette:
@@ -49,6 +81,7 @@ def create_gateway_app(config: GatewayConfig) -> Starlette:
                 await state.instances.stop()
                 state.client = None
 
-    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={ApiError: _api_error})
+    app = Starlette(routes=routes(), lifespan=lifespan, exception_handlers={ApiError: _api_error},
+                    middleware=[Middleware(_DrainGate, state=state)])
     app.state.gateway = state
     return app

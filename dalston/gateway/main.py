@@ -1,18 +1,33 @@
-"""`dalston gateway`: run the routing gateway in front of the engines."""
+"""`dalston gateway`: run the routing gateway in front of the engines.
+
+SIGTERM (a rolling update, a node drain) drains instead of cutting: `/ready` turns 503 at once so
+load balancers and Kubernetes take the replica out, new requests and sessions get 503
+`shutting_down` + `Retry-After`, in-flight HTTP requests and relayed realtime sessions (told
+`session.draining`) may finish up to `--shutdown-timeout`; then the sessions left are closed with
+1001 "going away" (clients reconnect through another replica), HTTP requests left are cut, and the
+process exits 0. `dalston.draining.DrainingServer` takes over uvicorn's shutdown, as for engines.
+"""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from dalston import connection_limits, shared_redis
+from dalston import connection_limits, draining, shared_redis
 from dalston.catalog import Catalog, SpecInvalid
 from dalston.registration import INTERNAL_TOKEN_ENV
 
+if TYPE_CHECKING:
+    from dalston.gateway.state import GatewayState
+
 KEYS_FILE_ENV = "DALSTON_KEYS_FILE"
+log = logging.getLogger("dalston.gateway")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +52,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--registry-refresh", type=float, default=0.25,
                         help="seconds between reads of the shared registry (default 0.25)")
     connection_limits.add_arguments(parser)
+    draining.add_shutdown_argument(parser, "in-flight requests and relayed realtime sessions")
     parser.add_argument("--engines-dir", type=Path, default=None, help="catalog root (default $DALSTON_ENGINES_DIR)")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--storage-dir", default=None,
@@ -88,11 +104,42 @@ def run(args: argparse.Namespace) -> int:
                            upstream_timeout=args.upstream_timeout, max_upload_bytes=args.max_upload_bytes,
                            max_prefix_bytes=args.max_prefix_bytes, registry_url=registry_url,
                            registry_refresh=args.registry_refresh)
+    if args.shutdown_timeout < 0:
+        print("dalston gateway: error: --shutdown-timeout must be 0 or more seconds", file=sys.stderr)
+        return 2
     app = create_gateway_app(config)
     app.state.jobs = _jobs_backend(registry_url, args, catalog)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
-                timeout_graceful_shutdown=30, ws="websockets-sansio", http=connection_limits.protocol_class(limits))  # the WebSocket stack the engines and tests use
+    state: GatewayState = app.state.gateway
+    uv_config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(), access_log=False,
+                               timeout_graceful_shutdown=max(1, round(args.shutdown_timeout)),
+                               ws="websockets-sansio",  # the WebSocket stack the engines and tests use
+                               http=connection_limits.protocol_class(limits))
+    server = draining.DrainingServer(uv_config, shutdown_timeout=args.shutdown_timeout,
+                                     on_signal=lambda sig: _start_draining(state, sig, args.shutdown_timeout),
+                                     drain=lambda timeout_s, abort: _drain(state, timeout_s, abort))
+    server.run()
     return 0
+
+
+def _start_draining(state: GatewayState, sig: int, timeout_s: float) -> None:
+    """First SIGTERM/SIGINT: stop taking new work at once (`/ready` 503, new work 503 `shutting_down`)."""
+    state.draining = True
+    log.info("gateway_draining signal=%d sessions=%d requests=%d deadline_s=%.1f", sig, len(state.sessions),
+             state.requests, timeout_s)
+
+
+async def _drain(state: GatewayState, timeout_s: float, abort: Callable[[], bool]) -> None:
+    """Let relayed sessions and HTTP requests finish until the deadline; then close the sessions 1001.
+
+    HTTP requests still running at the deadline are left to uvicorn's shutdown (given at least 1 s),
+    which then cancels them: their clients see the connection close and retry elsewhere.
+    """
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await asyncio.gather(state.sessions.drain(timeout_s, abort=abort),
+                         draining.wait_until(lambda: state.requests == 0, started + timeout_s, abort))
+    log.info("gateway_drained seconds=%.2f sessions_left=%d requests_left=%d", loop.time() - started,
+             len(state.sessions), state.requests)
 
 
 def _jobs_backend(url: str | None, args: argparse.Namespace, catalog: Catalog) -> object | None:

@@ -17,12 +17,12 @@ import json
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from starlette.websockets import WebSocket
-
 from dalston.catalog import ModelNotFound
 from dalston.realtime.openai_protocol import EventIds, OpenAIError, TranscriptionSettings, error_event, session_object
+from dalston.server.realtime_openai import DRAIN_DEADLINE
 
 if TYPE_CHECKING:
+    from dalston.gateway.client_session import ClientSession
     from dalston.gateway.state import GatewayState
     from dalston.gateway.instances import Instance
 
@@ -45,24 +45,26 @@ def model_of(event: dict[str, Any]) -> str | None:
     return model if isinstance(model, str) and model else None
 
 
-async def await_model(websocket: WebSocket, state: GatewayState, beta: bool
+async def await_model(client: ClientSession, state: GatewayState, beta: bool
                       ) -> tuple[str, Instance, str] | None:
-    """After `accept`: (engine id, instance, the routing event's text), or None if the client left."""
+    """After `accept`: (engine id, instance, the routing event's text), or None if the client left
+    (or the gateway's drain deadline passed: `client.expired`)."""
 
     async def error(exc: OpenAIError, event_id: Any = None) -> None:
-        await websocket.send_json(error_event(_IDS, exc, event_id if isinstance(event_id, str) else None))
+        await client.send_json(error_event(_IDS, exc, event_id if isinstance(event_id, str) else None))
 
     kind = "transcription_session.created" if beta else "session.created"
-    await websocket.send_json({"type": kind, "event_id": _IDS.event(), "session": session_object(
+    await client.send_json({"type": kind, "event_id": _IDS.event(), "session": session_object(
         TranscriptionSettings(), "rt_gw_" + uuid.uuid4().hex[:12], None, beta)})
+    await client.begin()  # a draining notice may follow now
     while True:
         try:
-            message = await asyncio.wait_for(websocket.receive(), ROUTE_TIMEOUT_S)
+            message = await asyncio.wait_for(client.receive(), ROUTE_TIMEOUT_S)
         except asyncio.TimeoutError:
             await error(OpenAIError("idle_timeout", f"no session.update naming a model within {ROUTE_TIMEOUT_S:g} s"))
-            await websocket.close(4408)
+            await client.close(4408)
             return None
-        if message["type"] == "websocket.disconnect":
+        if message["type"] in ("websocket.disconnect", DRAIN_DEADLINE):
             return None
         text = message.get("text")
         try:

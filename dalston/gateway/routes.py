@@ -25,8 +25,10 @@ from starlette.websockets import WebSocket
 from dalston.admission import authenticate, bearer_token, resolve_model
 from dalston.auth import hash_key
 from dalston.console import console_routes
+from dalston.draining import shutting_down
 from dalston.errors import ApiError
 from dalston.gateway import transport
+from dalston.gateway.client_session import CLOSE_GOING_AWAY, GOING_AWAY_REASON, ClientSession
 from dalston.gateway.openai_routing import await_model
 from dalston.gateway.sniff import SniffError, sniff_model
 from dalston.gateway.state import GatewayState
@@ -74,19 +76,35 @@ async def realtime(websocket: WebSocket) -> None:
     client's connect call reports (docs/REALTIME.md). An OpenAI transcription session without
     `?model=` is the exception: it is accepted, then routed by the model its first `session.update`
     names (`dalston.gateway.openai_routing`), and refused with OpenAI `error` events from then on.
+    From its accept to its close a session is in `GatewayState.sessions`, which a SIGTERM drains
+    (`dalston.gateway.client_session`); a draining gateway refuses new sessions (503 `shutting_down`).
     """
     state = _state(websocket)
     subprotocols = websocket.scope.get("subprotocols") or ()
     # OpenAI's browser SDK offers `realtime, openai-insecure-api-key.<key>`: answer `realtime`
     subprotocol = "realtime" if "realtime" in subprotocols else None
+    client = ClientSession(websocket, openai=wants_openai(websocket.query_params, websocket.headers, subprotocol))
+    try:
+        await _realtime(websocket, state, client, subprotocol)
+    finally:
+        state.sessions.discard(client)
+
+
+async def _realtime(websocket: WebSocket, state: GatewayState, client: ClientSession, subprotocol: str | None) -> None:
+    subprotocols = websocket.scope.get("subprotocols") or ()
     query = dict(websocket.query_params)
     first_text: str | None = None  # the OpenAI event that chose the model, forwarded first
     try:
+        if state.draining:
+            raise shutting_down()
         authenticate(state.config.keys, websocket.headers, websocket.query_params, subprotocols)
-        if not query.get("model") and wants_openai(websocket.query_params, websocket.headers, subprotocol):
+        if not query.get("model") and client.protocol == "openai":
             await websocket.accept(subprotocol=subprotocol)
-            routed = await await_model(websocket, state, wants_beta(websocket.headers))
+            await state.sessions.add(client)
+            routed = await await_model(client, state, wants_beta(websocket.headers))
             if routed is None:
+                if client.expired.is_set():
+                    await client.close(CLOSE_GOING_AWAY, GOING_AWAY_REASON)
                 return
             engine_id, inst, first_text = routed
             query["model"] = engine_id
@@ -107,14 +125,15 @@ async def realtime(websocket: WebSocket) -> None:
             except RuntimeError:  # a server without the denial-response extension
                 await websocket.close(code=1008)
         else:
-            await websocket.send_json(render_error(exc.code, exc.message))
-            await websocket.close(code=exc.close_code)
+            await client.send_json(render_error(exc.code, exc.message))
+            await client.close(exc.close_code)
         return
     if first_text is None:
         await websocket.accept(subprotocol=subprotocol)
+        await state.sessions.add(client)
     else:
         await upstream.send(first_text)
-    await transport.relay_realtime(websocket, upstream, state, inst, engine_id, drop_created=first_text is not None)
+    await transport.relay_realtime(client, upstream, state, inst, engine_id, drop_created=first_text is not None)
 
 
 def job_owner(request: Request) -> str | Response:
@@ -155,6 +174,9 @@ async def health(request: Request) -> Response:
 
 async def ready(request: Request) -> Response:
     state = _state(request)
+    if state.draining:  # SIGTERM: load balancers and Kubernetes take this replica out; open work finishes
+        return JSONResponse({"status": "draining", "sessions": len(state.sessions), "requests": state.requests},
+                            status_code=503)
     # Ready even while a shared registry is unreachable: this replica keeps routing on what it knows,
     # and taking every replica out of its load balancer would turn a Redis outage into a full one.
     return JSONResponse({"status": "ready", "live_instances": len(state.instances.all()),

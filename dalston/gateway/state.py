@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -21,6 +21,7 @@ from dalston.errors import ApiError
 from dalston.gateway.instances import InstanceRegistry
 from dalston.gateway.metrics import GatewayMetrics, RegistryCollector
 from dalston.registration import spec_digest
+from dalston.server.realtime_drain import OpenSessions
 
 
 @dataclass
@@ -58,6 +59,9 @@ class GatewayState:
     instances: InstanceRegistry
     metrics: GatewayMetrics
     client: httpx.AsyncClient | None = None
+    draining: bool = False  # SIGTERM: /ready 503, new work refused, open work drained (dalston.gateway.main)
+    sessions: OpenSessions = field(default_factory=OpenSessions)  # relayed realtime sessions
+    requests: int = 0  # client HTTP requests in progress (dalston.gateway.app's counter)
 
     @classmethod
     def create(cls, config: GatewayConfig) -> GatewayState:

@@ -30,8 +30,10 @@ from websockets.typing import Subprotocol
 
 from dalston.admission import HANDSHAKE_REFUSAL_HEADER
 from dalston.errors import ApiError
+from dalston.gateway.client_session import CLOSE_GOING_AWAY, GOING_AWAY_REASON, ClientSession
 from dalston.gateway.instances import Instance
 from dalston.gateway.state import GatewayState
+from dalston.server.realtime_openai import DRAIN_DEADLINE, is_openai_event
 
 log = logging.getLogger("dalston.gateway")
 
@@ -225,54 +227,72 @@ def _engine_error(response: HandshakeResponse) -> ApiError | None:
                     headers={"Retry-After": retry_after} if retry_after else None)
 
 
-async def relay_realtime(websocket: WebSocket, upstream: ClientConnection, state: GatewayState, inst: Instance,
+#: Close codes a peer may not send (RFC 6455 7.4.1): what the client gets instead, when the engine's
+#: side ended that way. 1006/1015: the engine's connection broke (no close frame) -> 1014 "bad gateway".
+_UNSENDABLE = {1005: (1000, ""), 1006: (1014, "engine connection lost"), 1015: (1014, "engine TLS failure")}
+
+
+def relayed_close(code: int | None, reason: str | None) -> tuple[int, str]:
+    """The close code and reason the client gets for the engine's close: the same, unless unsendable."""
+    if code is None:
+        return 1014, "engine connection lost"
+    return _UNSENDABLE.get(code, (code, reason or ""))
+
+
+async def relay_realtime(client: ClientSession, upstream: ClientConnection, state: GatewayState, inst: Instance,
                          engine_id: str, *, drop_created: bool = False) -> None:
-    """Pump frames both ways until either side closes; pass the engine's close code on to the client.
+    """Pump frames both ways until either side closes; pass the engine's close code and reason on.
 
     `drop_created`: the client already got `session.created` from the gateway (an OpenAI session
-    routed by its first `session.update`), so the engine's own is not relayed.
+    routed by its first `session.update`), so the engine's own is not relayed. At the gateway's
+    drain deadline (`client.expired`) both sides are closed with 1001 "going away".
     """
     inst.in_flight += 1
     state.metrics.in_flight.labels(engine_id).inc()
     started = time.perf_counter()
-    close_code = 1000
 
     async def client_to_engine() -> None:
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
+            message = await client.receive()
+            if message["type"] in ("websocket.disconnect", DRAIN_DEADLINE):
                 return
             if message.get("bytes") is not None:
                 await upstream.send(message["bytes"])
-            elif message.get("text") is not None:
-                await upstream.send(message["text"])
+            elif (text := message.get("text")) is not None:
+                if not client.began and client.protocol == "native" and is_openai_event(text):
+                    client.protocol = "openai"  # an OpenAI client that connected with only ?model=
+                await upstream.send(text)
 
     async def engine_to_client() -> None:
-        nonlocal close_code, drop_created
-        try:
+        nonlocal drop_created
+        with contextlib.suppress(ConnectionClosed):
             async for message in upstream:
-                if isinstance(message, bytes):
-                    await websocket.send_bytes(message)
-                else:
-                    if drop_created:
-                        drop_created = False
-                        if json.loads(message).get("type") in _CREATED:
-                            continue
-                    await websocket.send_text(message)
-        except ConnectionClosed:
-            pass
-        close_code = upstream.close_code or 1000
+                if isinstance(message, str) and drop_created:
+                    drop_created = False
+                    if json.loads(message).get("type") in _CREATED:
+                        continue
+                await client.send(message)
+                await client.begin()
 
-    tasks = [asyncio.create_task(client_to_engine()), asyncio.create_task(engine_to_client())]
+    to_engine, to_client = asyncio.create_task(client_to_engine()), asyncio.create_task(engine_to_client())
     try:
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({to_engine, to_client}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for task in tasks:
+        engine_closed = to_client.done() and not to_client.cancelled() and to_client.exception() is None
+        for task in (to_engine, to_client):
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, ConnectionClosed, RuntimeError):
+        for task in (to_engine, to_client):
+            with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, ConnectionClosed, RuntimeError,
+                                     OSError):
                 await task
-        await upstream.close()
-        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
-            await websocket.close(code=close_code if close_code != 1005 else 1000)
+        if engine_closed:
+            code, reason = relayed_close(upstream.close_code, upstream.close_reason)
+            await upstream.close()
+        else:  # the client left, or the drain deadline: the engine's session ends with it
+            code, reason = CLOSE_GOING_AWAY, GOING_AWAY_REASON
+            await upstream.close(CLOSE_GOING_AWAY if client.expired.is_set() else 1000)
+        await client.close(code, reason)
         _done(state, inst, engine_id, "101", started)
+        if client.expired.is_set() and not engine_closed:
+            log.info("realtime_relay_expired session_id=%s engine_id=%s close_code=%d", client.session_id,
+                     engine_id, CLOSE_GOING_AWAY)

@@ -6,24 +6,22 @@ with a message naming the file), then listen — `/health` answers at once, `/re
 the model is loaded, and only then does the engine register with a gateway. SIGTERM makes `/ready`
 503 and deregisters first; open realtime sessions are drained while the port still listens (told,
 finished or flushed and closed with 1001: `dalston.server.realtime_drain`), then uvicorn drains
-in-flight HTTP requests before exiting.
+in-flight HTTP requests before exiting (`dalston.draining` takes over uvicorn's shutdown, as the gateway's).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import uvicorn
 
-from dalston import connection_limits
+from dalston import connection_limits, draining
 from dalston.auth import KEYS_FILE_ENV, KeysFileError, KeyStore
 
 if TYPE_CHECKING:  # imported where used: `dalston serve --help` should not load the server stack
@@ -55,9 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-queue", type=int, default=None, help="requests that may wait for a slot (default 4 x max_concurrency); beyond: 429")
     parser.add_argument("--realtime-idle-timeout", type=float, default=None, help="seconds without audio before a realtime session is closed")
     connection_limits.add_arguments(parser)
-    parser.add_argument("--shutdown-timeout", type=float, default=float(os.environ.get("DALSTON_SHUTDOWN_TIMEOUT", "30")),
-                        help="seconds to drain in-flight requests and realtime sessions on SIGTERM "
-                             "(default $DALSTON_SHUTDOWN_TIMEOUT or 30)")
+    draining.add_shutdown_argument(parser, "in-flight requests and realtime sessions")
     parser.add_argument("--gateway", default=None, help="register with this gateway URL, or several comma-separated (gateway replicas sharing "
                              "a registry: each gets the heartbeats) (default $DALSTON_GATEWAY_URL)")
     parser.add_argument("--log-level", default=os.environ.get("DALSTON_LOG_LEVEL", "info"))
@@ -143,7 +139,7 @@ def _serve(args: argparse.Namespace, entry: CatalogEntry, registry: ModelRegistr
         return _fail(str(exc))
 
     once = _Once(registrar)
-    server: _DrainingServer | None = None
+    server: draining.DrainingServer | None = None
     failed: list[str] = []
 
     def on_failure(error: str) -> None:
@@ -168,49 +164,27 @@ def _serve(args: argparse.Namespace, entry: CatalogEntry, registry: ModelRegistr
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level.lower(),
                             timeout_graceful_shutdown=int(args.shutdown_timeout), access_log=False,
                             ws="websockets-sansio", http=connection_limits.protocol_class(limits))
-    server = _DrainingServer(config, state, once, shutdown_timeout=args.shutdown_timeout)
+    def on_signal(sig: int) -> None:
+        """Stop advertising at once: `/ready` 503, new work refused, deregistered from the gateway."""
+        state.draining = True
+        admission = state.admission
+        log.info("engine_draining engine_id=%s signal=%d in_flight=%d queued=%d sessions_active=%d deadline_s=%.1f",
+                 state.spec.id, sig, admission.in_flight, admission.queued, admission.sessions_active,
+                 args.shutdown_timeout)
+        once.stop()
+
+    async def drain(timeout_s: float, abort: Callable[[], bool]) -> None:
+        # Sessions first, while the port listens (new sessions get 4503); HTTP requests in flight run
+        # on meanwhile, and uvicorn's graceful shutdown gets the time that is left for the rest.
+        await state.sessions.drain(timeout_s, abort=abort)
+
+    server = draining.DrainingServer(config, shutdown_timeout=args.shutdown_timeout, on_signal=on_signal, drain=drain)
     log.info("engine_starting engine_id=%s host=%s port=%d weights_dir=%s auth=%s", entry.spec.id, args.host,
              args.port, directory, "keys" if keys is not None else "disabled")
     server.run()
     if failed:
         return _fail(f"{entry.spec.id} did not load: {failed[0]}")
     return 0
-
-
-class _DrainingServer(uvicorn.Server):
-    """On SIGTERM/SIGINT, first stop advertising (ready 503, deregister from the gateway), then drain."""
-
-    def __init__(self, config: uvicorn.Config, state: ServerState, registrar: _Once, *,
-                 shutdown_timeout: float = 30.0) -> None:
-        super().__init__(config)
-        self.state, self.registrar = state, registrar
-        self.shutdown_timeout = shutdown_timeout
-
-    async def shutdown(self, sockets: list[Any] | None = None) -> None:
-        """Drain realtime sessions first, then uvicorn's shutdown for the rest.
-
-        WHY before uvicorn's: its shutdown (0.54) stops listening and closes every open WebSocket at
-        once with 1012, losing the finals of speech a session already sent. Draining first keeps the
-        port open meanwhile, so `/ready` keeps answering 503 and new sessions get 4503, not a reset.
-        HTTP requests in flight run on during the session drain; uvicorn gets the time that is left.
-        """
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        await self.state.sessions.drain(self.shutdown_timeout, abort=lambda: self.force_exit)
-        self.config.timeout_graceful_shutdown = max(1, round(self.shutdown_timeout - (loop.time() - started)))
-        await super().shutdown(sockets)
-
-    def handle_exit(self, sig: int, frame: Any) -> None:
-        if not self.state.draining:
-            self.state.draining = True
-            admission = self.state.admission
-            log.info("engine_draining engine_id=%s signal=%d in_flight=%d queued=%d sessions_active=%d",
-                     self.state.spec.id, sig, admission.in_flight, admission.queued, admission.sessions_active)
-            self.registrar.stop()
-        super().handle_exit(sig, frame)
-        # uvicorn re-raises captured signals after shutdown; a completed drain is a clean exit (status 0)
-        if sig == signal.SIGTERM and getattr(self, "_captured_signals", None):
-            self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
 
 
 class _Once:

@@ -3,8 +3,8 @@
 uvicorn's own shutdown (0.54: `Server.shutdown` -> `connection.shutdown()` on every connection)
 closes each open WebSocket at once with 1012, so a session open at SIGTERM lost the speech it had
 sent but not yet seen finalised. `dalston serve` therefore drains sessions itself *before* handing
-over to uvicorn (`dalston.server.main._DrainingServer.shutdown`), while the port still listens (new
-sessions get 4503 `shutting_down`, `/ready` 503):
+over to uvicorn (`dalston.draining.DrainingServer`), while the port still listens (new sessions get
+4503 `shutting_down`, `/ready` 503):
 
 1. every open session is told `session.draining` with the seconds left (`--shutdown-timeout`);
 2. sessions that end on their own in that time end as usual (`session.end`, close 1000);
@@ -13,7 +13,8 @@ sessions get 4503 `shutting_down`, `/ready` 503):
    `FLUSH_TIMEOUT_S`, after which uvicorn's shutdown closes whatever is left.
 
 A session registers when it takes its slot and unregisters after its close frame is sent, so an
-empty registry means no socket uvicorn could still cut.
+empty registry means no socket uvicorn could still cut. `dalston gateway` drains the sessions it
+relays with the same registry (`dalston.gateway.client_session`): told, finished, then closed 1001.
 """
 
 from __future__ import annotations
@@ -24,10 +25,11 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from dalston.draining import wait_until
+
 log = logging.getLogger("dalston.realtime")
 
 FLUSH_TIMEOUT_S = 15.0  # after the deadline: final decode of what each session received
-_POLL_S = 0.05
 
 
 class DrainableSession(Protocol):
@@ -87,6 +89,4 @@ class OpenSessions:
         log.info("realtime_drained seconds=%.2f left=%d", time.monotonic() - started, len(self._open))
 
     async def _wait_empty(self, until: float, abort: Callable[[], bool]) -> None:
-        loop = asyncio.get_running_loop()
-        while self._open and loop.time() < until and not abort():
-            await asyncio.sleep(_POLL_S)
+        await wait_until(lambda: not self._open, until, abort)

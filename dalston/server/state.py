@@ -17,6 +17,7 @@ from dalston.admission import Admission, Limits, RealtimeLimits
 from dalston.auth import KeyStore
 from dalston.catalog import CatalogEntry, ModelRegistry
 from dalston.engine_sdk import Engine, StreamingEngine, create_engine
+from dalston.draining import shutting_down
 from dalston.errors import ApiError
 from dalston.server.metrics import ServerMetrics
 from dalston.server.realtime_drain import OpenSessions
@@ -69,8 +70,7 @@ class ServerState:
     def require_ready(self) -> None:
         """503 unless loaded and not draining: after SIGTERM open work finishes but nothing new starts."""
         if self.draining:
-            raise ApiError(503, "server is shutting down; send the request to another instance", "shutting_down",
-                           headers={"Retry-After": "1"})
+            raise shutting_down()
         if not self.ready.is_set():
             detail = f"model failed to load: {self.load_error}" if self.load_error else "model is still loading"
             raise ApiError(503, f"{self.spec.id} is not ready ({detail})", "model_not_ready",

@@ -61,6 +61,9 @@ def gateway_service(host_port: int = d.GATEWAY_PORT, ha_only: bool = False) -> d
         "depends_on": [d.REDIS_SERVICE],
         "healthcheck": _healthcheck(10),
         "restart": "unless-stopped",
+        # SIGTERM drains what it relays for --shutdown-timeout (default 30 s), then closes 1001: as a
+        # realtime engine, time for that and the exit before Docker's SIGKILL
+        "stop_grace_period": "60s",
     }
     if ha_only:
         service["profiles"] = [HA_PROFILE]

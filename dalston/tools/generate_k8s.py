@@ -57,6 +57,12 @@ WEBHOOK_SECRET = "dalston-webhook"
 PRESTOP_SLEEP_S = 5
 #: Kept from the termination grace period for the realtime flush after the drain deadline and the exit.
 DRAIN_MARGIN_S = 20
+#: Termination grace periods. Streaming sessions may run for long: give them time to finish after
+#: SIGTERM (the engine stops taking new work and deregisters at once, so nothing new reaches it
+#: meanwhile). The gateway relays those sessions, so a gateway pod gets the same time as a realtime
+#: engine: a rolling update of the gateway cuts no session an engine rollout would have let finish.
+GRACE_BATCH_S = 120
+GRACE_REALTIME_S = 300
 KEDA_POLLING_S = 15
 KEDA_COOLDOWN_S = 300
 
@@ -94,6 +100,11 @@ def _jobs_env() -> list[dict[str, Any]]:
             {"name": "DALSTON_STORAGE_DIR", "value": d.JOBS_STORAGE_DIR}]
 
 
+def _drain_env(grace: int) -> dict[str, Any]:
+    """The SIGTERM drain budget (requests, realtime sessions) that fits the grace period after preStop."""
+    return {"name": "DALSTON_SHUTDOWN_TIMEOUT", "value": str(grace - PRESTOP_SLEEP_S - DRAIN_MARGIN_S)}
+
+
 def _http_probe(path: str, period: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 3,
             "failureThreshold": failures}
@@ -127,9 +138,7 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
             {"matchExpressions": [{"key": "nvidia.com/gpu.product", "operator": "In", "values": products}]}]}}}
         pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     warm_s = (spec.performance.warm_start_latency_ms or 10_000) / 1000
-    # Streaming sessions may run for long: give them time to finish after SIGTERM (the engine stops
-    # taking new work and deregisters at once, so the gateway sends it nothing new meanwhile).
-    grace = 300 if spec.is_streaming else 120
+    grace = GRACE_REALTIME_S if spec.is_streaming else GRACE_BATCH_S
     container: dict[str, Any] = {
         "name": "engine",
         "image": d.image_name(spec),
@@ -137,8 +146,7 @@ def engine_deployment(entry: CatalogEntry) -> dict[str, Any]:
         "ports": [{"name": "http", "containerPort": d.ENGINE_PORT, "protocol": "TCP"}],
         "env": [
             {"name": "ENGINE_ID", "value": spec.id},
-            # SIGTERM drain budget (requests, realtime sessions) that fits the grace period after preStop
-            {"name": "DALSTON_SHUTDOWN_TIMEOUT", "value": str(grace - PRESTOP_SLEEP_S - DRAIN_MARGIN_S)},
+            _drain_env(grace),
             # Every gateway pod gets the registration and the heartbeats (not one per heartbeat through
             # the Service), so each replica keeps knowing every engine first-hand while Redis is down.
             {"name": "DALSTON_GATEWAY_URL", "value": f"http://{GATEWAY_PODS_NAME}:{d.GATEWAY_PORT}"},
@@ -230,7 +238,7 @@ def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
     container = {
         "name": "gateway", "image": d.gateway_image(), "command": d.gateway_command(),
         "ports": [{"name": "http", "containerPort": d.GATEWAY_PORT, "protocol": "TCP"}],
-        "env": [*_secret_env(), *_jobs_env()],
+        "env": [*_secret_env(), *_jobs_env(), _drain_env(GRACE_REALTIME_S)],
         "resources": {"requests": {"memory": "256Mi", "cpu": "500m"}, "limits": {"memory": "1Gi"}},
         "readinessProbe": _http_probe("/ready", 5, 2),
         "livenessProbe": _http_probe("/health", 10, 3),
@@ -238,7 +246,8 @@ def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
         "volumeMounts": [mount, _jobs_volume()[1]],
     }
     # Several replicas share the registry through Redis (DALSTON_REGISTRY_URL): any replica routes
-    # to every engine, so a rolling update replaces them one at a time with no gap in routing.
+    # to every engine, so a rolling update replaces them one at a time with no gap in routing; the
+    # old pod drains (dalston.gateway.main): /ready 503, relayed sessions finish or get 1001.
     spread = {"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
         "weight": 100, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname",
                                            "labelSelector": {"matchLabels": labels}}}]}}
@@ -248,7 +257,7 @@ def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:
                      "selector": {"matchLabels": labels},
                      "template": {"metadata": {"labels": labels, "annotations": {
                          "prometheus.io/scrape": "true", "prometheus.io/port": str(d.GATEWAY_PORT)}},
-                         "spec": {"terminationGracePeriodSeconds": 60, "affinity": spread,
+                         "spec": {"terminationGracePeriodSeconds": GRACE_REALTIME_S, "affinity": spread,
                                   "containers": [container], "volumes": [volume, _jobs_volume()[0]]}}}}
 
 

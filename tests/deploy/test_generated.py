@@ -170,6 +170,28 @@ def test_gateway_is_replicated_on_a_shared_registry(catalog):
     assert engine_env["DALSTON_GATEWAY_EACH_ADDRESS"] == "1"
 
 
+def test_gateway_drain_fits_its_grace_period_and_matches_realtime_engines(catalog):
+    """A rolled gateway pod drains what it relays (dalston.gateway.main) for DALSTON_SHUTDOWN_TIMEOUT,
+    which fits its grace period after preStop with room for the close and exit, and is no shorter
+    than a realtime engine's: a gateway rollout cuts no session an engine rollout would let finish."""
+    dep = yaml.safe_load((REPO / "deploy/k8s/base/gateway-deployment.yaml").read_text())
+    pod = dep["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    drain = float({e["name"]: e.get("value") for e in container["env"]}["DALSTON_SHUTDOWN_TIMEOUT"])
+    assert 0 < drain + container["lifecycle"]["preStop"]["sleep"]["seconds"] + 15 < pod["terminationGracePeriodSeconds"]
+    for engine_id, entry in catalog.engines.items():
+        if entry.spec.is_streaming:
+            engine = yaml.safe_load((REPO / f"deploy/k8s/variants/{engine_id}/deployment.yaml").read_text())
+            engine_pod = engine["spec"]["template"]["spec"]
+            engine_env = {e["name"]: e.get("value") for e in engine_pod["containers"][0]["env"]}
+            assert drain >= float(engine_env["DALSTON_SHUTDOWN_TIMEOUT"]), engine_id
+            assert pod["terminationGracePeriodSeconds"] >= engine_pod["terminationGracePeriodSeconds"], engine_id
+    # compose: Docker's SIGKILL comes after the default 30 s drain and the close
+    services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
+    for name in ("gateway", "gateway-2"):
+        assert int(services[name]["stop_grace_period"].rstrip("s")) > 30 + 15, name
+
+
 def test_compose_ha_profile(catalog):
     services = yaml.safe_load((REPO / "compose.yaml").read_text())["services"]
     # redis is a regular service since batch jobs need it (docs/JOBS.md); ha adds the second gateway

@@ -3,6 +3,12 @@
 It answers like an engine's OpenAI route but reports what it received (sha256 and size of the raw
 body, the form's model) so a test can prove the gateway forwarded the upload byte for byte. The
 end-to-end tests (test_e2e.py) run real `dalston serve` engines instead.
+
+Its `/v1/realtime` models what the gateway relays of dalston/server/realtime.py (at ad31016): it
+accepts, sends a first event, answers every client frame, and closes when asked — `close` with 1000
+as after `session.end`, `close CODE REASON` with that code and reason as `_SessionHandler.close`
+does (e.g. 1001 "server shutting down" after a drain, 4400 on a bad frame); the gateway must relay
+both. It does not decode audio: it says how many bytes each binary frame had.
 """
 
 from __future__ import annotations
@@ -58,6 +64,10 @@ def fake_engine_app(name: str) -> Starlette:
                     await websocket.send_text(json.dumps({"type": "audio", "bytes": len(message["bytes"])}))
                 elif message.get("text") == "close":
                     await websocket.close(code=1000)
+                    return
+                elif (message.get("text") or "").startswith("close "):
+                    _, code, reason = message["text"].split(" ", 2)
+                    await websocket.close(code=int(code), reason=reason)
                     return
                 else:
                     await websocket.send_text(message["text"])

@@ -1,0 +1,193 @@
+"""SIGTERM on a gateway replica drains what it relays instead of cutting it (issue 13: rolling updates).
+
+Before: `dalston gateway` ran uvicorn's own shutdown, which closes every open WebSocket at once with
+1012, so each rolling update of the gateway Deployment cut every realtime session relayed through the
+old pod. Now (`dalston.draining.DrainingServer`, as engines): `/ready` 503, new requests and sessions
+get 503 `shutting_down` + `Retry-After`, open sessions are told `session.draining` and may finish up
+to `--shutdown-timeout`, in-flight HTTP requests finish, then what is left is closed 1001 "going
+away" and the process exits 0. Also: the engine's close *reason* reaches the client, not just its code.
+
+A real `dalston gateway` process on loopback; the engine is tests/gateway/fake_engine.py (it names the
+engine behaviour it models) served by uvicorn and registered by the real `Registrar` with heartbeats.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from dalston.catalog import Catalog
+from dalston.registration import Registrar, spec_digest
+from tests.fixtures.serving import TEST_KEY, serve_app
+from tests.gateway import processes as p
+from tests.gateway.fake_engine import fake_engine_app
+
+REPO = Path(__file__).resolve().parents[2]
+REALTIME = "whisper-streaming-base"
+BATCH = "whisper-base"
+AUTH = {"Authorization": f"Bearer {TEST_KEY}"}
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[str]:
+    with serve_app(fake_engine_app("a")) as url:
+        yield url
+
+
+def _start_gateway(tmp_path: Path, keys_file: Path, engine: str, shutdown_timeout: float, via_env: bool
+                   ) -> tuple[p.Proc, list[Registrar]]:
+    """`--shutdown-timeout`, or `DALSTON_SHUTDOWN_TIMEOUT` as the Kubernetes manifests set it."""
+    env = p.base_env(REPO / "engines", tmp_path / "models")
+    extra = ["--shutdown-timeout", str(shutdown_timeout)]
+    if via_env:
+        env["DALSTON_SHUTDOWN_TIMEOUT"], extra = str(shutdown_timeout), []
+    gw = p.gateway(env, keys_file, tmp_path, interval=0.5, timeout=3.0, extra=extra).start()
+    gw.wait_http("/health", 60)
+    catalog = Catalog.load()
+    registrars = [Registrar(gw.url, engine_id, engine, spec_digest(catalog.get(engine_id).spec), 4, p.INTERNAL_TOKEN,
+                            interval=0.5).start() for engine_id in (REALTIME, BATCH)]
+    for registrar in registrars:
+        assert registrar.registered.wait(20), gw.log_text()[-2000:]
+    return gw, registrars
+
+
+@pytest.fixture()
+def gateway_factory(tmp_path: Path, keys_file: Path, engine: str) -> Iterator[Any]:
+    started: list[tuple[p.Proc, list[Registrar]]] = []
+
+    def start(shutdown_timeout: float, via_env: bool = False) -> p.Proc:
+        started.append(_start_gateway(tmp_path, keys_file, engine, shutdown_timeout, via_env))
+        return started[-1][0]
+
+    yield start
+    for gw, registrars in started:
+        for registrar in registrars:
+            registrar.stop()
+        gw.kill()
+
+
+def _ws_url(gw: p.Proc, model: str = REALTIME) -> str:
+    return gw.url.replace("http", "ws") + f"/v1/realtime?model={model}"
+
+
+async def _next_json(ws: Any) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    return event
+
+
+async def _wait_ready_status(client: httpx.AsyncClient, gw: p.Proc, status: int) -> None:
+    deadline = time.monotonic() + 10
+    while (await client.get(gw.url + "/ready")).status_code != status:
+        assert time.monotonic() < deadline, f"/ready never answered {status}"
+        await asyncio.sleep(0.05)
+
+
+def _sigterm(gw: p.Proc) -> None:
+    assert gw.popen is not None
+    gw.popen.send_signal(signal.SIGTERM)
+
+
+def test_sigterm_lets_relayed_session_and_request_finish(gateway_factory: Any) -> None:
+    """A session relayed at SIGTERM is told, keeps working, and ends with the engine's 1000 when the
+    client ends it; an upload in flight gets its answer; meanwhile `/ready` is 503 and a new session
+    and a new request are refused with 503 `shutting_down` + `Retry-After`; then the gateway exits 0."""
+    gw = gateway_factory(20.0)
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with httpx.AsyncClient(timeout=30) as client, \
+                websockets.connect(_ws_url(gw), additional_headers=AUTH) as ws:
+            assert (await _next_json(ws))["type"] == "session.created"
+            await ws.send(b"\0" * 640)
+            assert await _next_json(ws) == {"type": "audio", "bytes": 640}
+            upload = asyncio.create_task(client.post(
+                gw.url + f"/v1/audio/transcriptions?model={BATCH}&behaviour=slow&seconds=3",
+                headers=AUTH, content=b"x" * 1000))
+            await asyncio.sleep(0.5)  # the upload is in flight on the engine
+            _sigterm(gw)
+            out["draining"] = await _next_json(ws)
+            await _wait_ready_status(client, gw, 503)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(_ws_url(gw), additional_headers=AUTH):
+                    pass
+            response = refused.value.response
+            out["ws_refusal"] = (response.status_code, json.loads(response.body or b"")["error"]["code"],
+                                 response.headers.get("Retry-After"))
+            late = await client.post(gw.url + f"/v1/audio/transcriptions?model={BATCH}", headers=AUTH, content=b"x")
+            out["http_refusal"] = (late.status_code, late.json()["error"]["code"], late.headers.get("retry-after"))
+            await ws.send(b"\0" * 320)  # the open session still works
+            out["after"] = await _next_json(ws)
+            upload_response = await upload
+            out["upload"] = (upload_response.status_code, upload_response.json().get("size"))
+            await ws.send("close")
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            out["close"] = (ws.close_code, ws.close_reason)
+        return out
+
+    started = time.monotonic()
+    out = asyncio.run(scenario())
+    assert out["draining"]["type"] == "session.draining" and 15 < out["draining"]["deadline_s"] <= 20, out
+    assert out["ws_refusal"] == (503, "shutting_down", "1"), out
+    assert out["http_refusal"] == (503, "shutting_down", "1"), out
+    assert out["after"] == {"type": "audio", "bytes": 320}
+    assert out["upload"] == (200, 1000), out
+    assert out["close"] == (1000, ""), out
+    assert gw.popen is not None and gw.popen.wait(15) == 0, gw.log_text()[-3000:]
+    assert time.monotonic() - started < 20, "the gateway waited for its deadline although nothing was left"
+    log = gw.log_text()
+    assert re.search(r"gateway_draining signal=15 sessions=1 requests=1 deadline_s=20\.0", log), log[-3000:]
+    assert re.search(r"gateway_drained seconds=\S+ sessions_left=0 requests_left=0", log), log[-3000:]
+
+
+def test_session_outliving_the_timeout_gets_1001(gateway_factory: Any) -> None:
+    """With a 2 s budget, a session still open at the deadline is closed 1001 "going away" (a client
+    reconnects through another replica), not 1012; the gateway then exits 0. The budget comes from
+    `DALSTON_SHUTDOWN_TIMEOUT`, as in the generated Kubernetes manifests."""
+    gw = gateway_factory(2.0, via_env=True)
+
+    async def scenario() -> tuple[dict[str, Any], float, int | None, str]:
+        async with websockets.connect(_ws_url(gw), additional_headers=AUTH) as ws:
+            assert (await _next_json(ws))["type"] == "session.created"
+            _sigterm(gw)
+            told = time.monotonic()
+            draining = await _next_json(ws)
+            with pytest.raises(websockets.ConnectionClosed):
+                while True:  # keep streaming until the gateway closes
+                    await ws.send(b"\0" * 320)
+                    await asyncio.wait_for(ws.recv(), 10)
+                    await asyncio.sleep(0.1)
+            return draining, time.monotonic() - told, ws.close_code, ws.close_reason
+
+    draining, closed_after, code, reason = asyncio.run(scenario())
+    assert draining["type"] == "session.draining" and 0 < draining["deadline_s"] <= 2.0, draining
+    assert code == 1001 and reason.startswith("going away"), (code, reason)
+    assert 1.5 < closed_after < 6, closed_after
+    assert gw.popen is not None and gw.popen.wait(15) == 0, gw.log_text()[-3000:]
+    assert "realtime_drain_deadline sessions=1" in gw.log_text()
+
+
+def test_engine_close_code_and_reason_reach_the_client(gateway_factory: Any) -> None:
+    """The gateway relays the engine's close as it is: code and reason (before: code only)."""
+    gw = gateway_factory(5.0)
+
+    async def close_with(command: str) -> tuple[int | None, str]:
+        async with websockets.connect(_ws_url(gw), additional_headers=AUTH) as ws:
+            assert (await _next_json(ws))["type"] == "session.created"
+            await ws.send(command)
+            with pytest.raises(websockets.ConnectionClosed):
+                await asyncio.wait_for(ws.recv(), 10)
+            return ws.close_code, ws.close_reason
+
+    assert asyncio.run(close_with("close 1001 server shutting down")) == (1001, "server shutting down")
+    assert asyncio.run(close_with("close 4400 frame_too_large: 70000 bytes")) == (4400, "frame_too_large: 70000 bytes")
