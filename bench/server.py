@@ -27,7 +27,8 @@ decoding strategy.
 Measured:
 1. Latency: median of N warm single requests per clip and system; the systems and clips are
    interleaved round by round (the order rotates), so machine noise lands on all alike.
-   Target: dalston / raw <= 1.05.
+   Target: dalston / raw <= 1.05. Each request's CPU seconds (the serving process's user + system
+   time, all threads) are recorded too; `--vad-ab` reports both as same-round paired ratios.
 2. Throughput: closed-loop clients at 1/2/4/8 concurrency, requests/s and audio-seconds/s; dalston
    and the peer alternate (ABBA in full mode). Target: dalston >= 1.3x peer at 4 clients.
 
@@ -132,8 +133,9 @@ class HttpSystem:
     """An OpenAI-style transcription endpoint; one keep-alive client per calling thread."""
 
     def __init__(self, name: str, url: str, fields: Callable[[Clip], dict[str, str]],
-                 headers: dict[str, str] | None = None) -> None:
+                 headers: dict[str, str] | None = None, pid: int | None = None) -> None:
         self.name, self.url, self.fields, self.headers = name, url, fields, headers or {}
+        self.pid = pid  # the server process, for its CPU time (cpu_seconds)
         self._local = threading.local()
 
     def _client(self) -> httpx.Client:
@@ -272,6 +274,23 @@ def wer(clip: str, text: str) -> float:
     return float(jiwer.wer(" ".join(assets.reference_words(clip)), " ".join(assets.normalize_words(text))))
 
 
+def cpu_seconds(system: Any) -> float | None:
+    """CPU seconds (user + system, all threads) used so far by the process serving `system`: this one
+    for raw, the server's for an HTTP system that knows its pid (None otherwise).
+
+    WHY beside wall time: on a shared machine a request's wall time includes waiting for a core that
+    another job holds, which swamps a few-percent difference; the CPU time the work itself needs is
+    far less sensitive to that (not immune: caches and frequency are shared too).
+    """
+    if isinstance(system, RawWhisper):
+        return time.process_time()
+    pid = getattr(system, "pid", None)
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (fields 14, 15)
+
+
 def timed(system: Any, clip: Clip) -> tuple[float, str]:
     started = time.perf_counter()
     text = system.transcribe(clip)
@@ -296,13 +315,17 @@ def measure_latency(systems: list[Any], clips: list[Clip], runs: int) -> dict[st
     samples: dict[str, dict[str, list[float]]] = {c.name: {s.name: [] for s in systems} for c in clips}
     texts: dict[str, dict[str, str]] = {c.name: {} for c in clips}
     overhead: dict[str, list[float]] = {c.name: [] for c in clips}
+    cpu: dict[str, dict[str, list[float]]] = {c.name: {s.name: [] for s in systems} for c in clips}
     for r in range(runs):
         order = systems[r % len(systems):] + systems[:r % len(systems)]
         for clip in clips:
             for system in order:
                 probe = system.name == "dalston"
                 before = inference_seconds_total(system.url, clip) if probe else 0.0
+                cpu_before = cpu_seconds(system)
                 seconds, text = timed(system, clip)
+                if cpu_before is not None:
+                    cpu[clip.name][system.name].append(cpu_seconds(system) - cpu_before)  # type: ignore[operator]
                 if probe:
                     overhead[clip.name].append(seconds - (inference_seconds_total(system.url, clip) - before))
                 samples[clip.name][system.name].append(seconds)
@@ -319,6 +342,9 @@ def measure_latency(systems: list[Any], clips: list[Clip], runs: int) -> dict[st
                                 "stdev_s": statistics.stdev(xs) if len(xs) > 1 else 0.0, "samples_s": xs,
                                 "wer": wer(clip.name, texts[clip.name][system.name]),
                                 "text": texts[clip.name][system.name]}
+            if cpu[clip.name][system.name]:
+                per[system.name]["cpu_median_s"] = statistics.median(cpu[clip.name][system.name])
+                per[system.name]["cpu_samples_s"] = cpu[clip.name][system.name]
         raw = per["raw"]["median_s"]
         ratios = {f"{s.name}/raw": per[s.name]["median_s"] / raw for s in systems if s.name != "raw"}
         # same-round pairs: robust to slow drifts in machine load (other jobs on a shared box)
@@ -572,15 +598,18 @@ def main(argv: list[str] | None = None) -> int:
         raw = RawWhisper(spec, weights, decodes)
         dalston.wait_http("/ready", 600)
         lang_field = {"language": language} if language else {}
+        assert dalston.proc is not None
         systems: list[Any] = [raw, HttpSystem("dalston", dalston.url, lambda c: {"model": args.variant, **lang_field},
-                                              {"Authorization": f"Bearer {KEY}"})]
+                                              {"Authorization": f"Bearer {KEY}"}, pid=dalston.proc.pid)]
         if args.vad_ab:  # the same server and decode, VAD off per request: what VAD-on-by-default costs
             systems.append(HttpSystem("dalston-novad", dalston.url, lambda c: {
-                "model": args.variant, "vad_filter": "false", **lang_field}, {"Authorization": f"Bearer {KEY}"}))
+                "model": args.variant, "vad_filter": "false", **lang_field}, {"Authorization": f"Bearer {KEY}"},
+                pid=dalston.proc.pid))
         if peer_proc is not None:
             peer_proc.wait_http("/health", 300)
             systems.append(HttpSystem("peer", peer_proc.url, lambda c: {
-                "model_name": "batched" if decodes[c.name].batched else "sequential", **lang_field}))
+                "model_name": "batched" if decodes[c.name].batched else "sequential", **lang_field},
+                pid=peer_proc.proc.pid if peer_proc.proc else None))
 
         print("warming up ...", flush=True)
         warm(systems, clips)
@@ -617,7 +646,9 @@ def main(argv: list[str] | None = None) -> int:
         result["vad_ab"] = {c: {"dalston/dalston-novad": row["systems"]["dalston"]["median_s"]
                                 / row["systems"]["dalston-novad"]["median_s"], "target_max": 1.05,
                                 "paired": paired_ratio(row["systems"]["dalston"]["samples_s"],
-                                                       row["systems"]["dalston-novad"]["samples_s"])}
+                                                       row["systems"]["dalston-novad"]["samples_s"]),
+                                "paired_cpu": paired_ratio(row["systems"]["dalston"]["cpu_samples_s"],
+                                                           row["systems"]["dalston-novad"]["cpu_samples_s"])}
                             for c, row in latency.items()}
     print_tables(result)
     for clip_name, row in result.get("vad_ab", {}).items():
@@ -625,6 +656,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"VAD on/off latency {clip_name}: ratio of medians {row['dalston/dalston-novad']:.3f}; "
               f"{p['pairs']} same-round pairs: median {p['median']:.3f}, IQR {p['q1']:.3f}-{p['q3']:.3f}, "
               f"95% CI of the median {p['ci95'][0]:.3f}-{p['ci95'][1]:.3f} (target <= 1.05)")
+        p = row["paired_cpu"]
+        print(f"VAD on/off server CPU seconds {clip_name}: {p['pairs']} same-round pairs: median {p['median']:.3f}, "
+              f"IQR {p['q1']:.3f}-{p['q3']:.3f}, 95% CI of the median {p['ci95'][0]:.3f}-{p['ci95'][1]:.3f}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.output}")
