@@ -22,6 +22,7 @@ import pytest
 from dalston.commands.stream import realtime_url, stream_audio
 from dalston.engine_sdk import SAMPLE_RATE
 from dalston.realtime.native_protocol import render
+from dalston.segmenting import sentence_events
 from tests.fixtures import assets, nemo_models
 from tests.fixtures.serving import AUTH, TEST_KEY, Running, running_server
 from tests.nemo.conftest import target_words, words_of
@@ -135,17 +136,19 @@ def test_realtime_session_over_websocket(streaming_server: Running, clip) -> Non
     assert "transcript.partial" in types and "transcript.final" in types
     assert types.index("vad.speech_start") < types.index("transcript.partial") < types.index("transcript.final")
     assert words_of(result.text) == target_words()
-    # exactly what the engine's own session gives on the same samples
+    # exactly what the engine's own session gives on the same samples, finals cut into sentences
     engine = streaming_server.state.engine
     session = engine.open_session("en")
     direct = []
     received = pcm16_roundtrip(audio)
     for i in range(0, len(received), 2560):
-        direct += [render(e) for e in session.accept(received[i:i + 2560])]
-    direct += [render(e) for e in session.finish()]
+        direct += [render(e) for e in sentence_events(session.accept(received[i:i + 2560]))]
+    direct += [render(e) for e in sentence_events(session.finish())]
     over_ws = [e.body for e in result.events if e.type not in ("session.begin", "session.end")]
     assert [e["type"] for e in over_ws] == [e["type"] for e in direct]
     assert [e.get("text") for e in over_ws] == [e.get("text") for e in direct]
+    finals = [e["text"] for e in over_ws if e["type"] == "transcript.final"]
+    assert len(finals) > types.count("vad.speech_end"), finals  # beckett's sentences, one final each
 
 
 def test_two_concurrent_realtime_sessions_are_isolated(streaming_server: Running, clip) -> None:
