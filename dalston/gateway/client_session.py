@@ -11,6 +11,7 @@ deadline is closed with 1001 "going away" so the client reconnects through anoth
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from typing import Any
 
@@ -23,6 +24,9 @@ from dalston.server.realtime_openai import DRAIN_DEADLINE, render_draining
 
 CLOSE_GOING_AWAY = 1001
 GOING_AWAY_REASON = "going away: gateway shutting down, reconnect"
+#: After the deadline: how long the engine may take to finish a session (within the drain's own
+#: `realtime_drain.FLUSH_TIMEOUT_S`, after which uvicorn's shutdown closes what is left).
+FLUSH_TIMEOUT_S = 10.0
 
 
 class ClientSession:
@@ -37,6 +41,38 @@ class ClientSession:
         self._deadline: float | None = None  # event-loop time; set when the gateway drains
         self._told = False
         self._lock = asyncio.Lock()
+        self._flush_ids: tuple[str, str] | None = None  # event ids of the OpenAI flush requests
+
+    def flush_requests(self) -> list[str]:
+        """The messages that ask the engine to finish what it received (none before the session began)."""
+        if not self.began:
+            return []
+        if self.protocol == "native":
+            return [json.dumps({"type": "session.end"})]
+        self._flush_ids = (f"{self.session_id}_drain_commit", f"{self.session_id}_drain_end")
+        return [json.dumps({"type": "input_audio_buffer.commit", "event_id": self._flush_ids[0]}),
+                json.dumps({"type": "input_audio_buffer.clear", "event_id": self._flush_ids[1]})]
+
+    def flush_answer(self, text: str) -> tuple[bool, bool]:
+        """For an engine event after the OpenAI flush was asked: (drop it, the flush is complete).
+
+        Dropped: the answers to the gateway's own requests (`cleared`; an `error` naming their event
+        ids, e.g. `input_audio_buffer_commit_empty`), which the client did not ask for.
+        """
+        if self._flush_ids is None:
+            return False, False
+        try:
+            event = json.loads(text)
+        except ValueError:
+            return False, False
+        if not isinstance(event, dict):
+            return False, False
+        if event.get("type") == "input_audio_buffer.cleared":
+            return True, True
+        error = event.get("error")
+        if event.get("type") == "error" and isinstance(error, dict) and error.get("event_id") in self._flush_ids:
+            return True, error.get("event_id") == self._flush_ids[1]
+        return False, False
 
     async def send(self, message: str | bytes) -> None:
         async with self._lock:

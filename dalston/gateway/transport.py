@@ -30,7 +30,7 @@ from websockets.typing import Subprotocol
 
 from dalston.admission import HANDSHAKE_REFUSAL_HEADER
 from dalston.errors import ApiError
-from dalston.gateway.client_session import CLOSE_GOING_AWAY, GOING_AWAY_REASON, ClientSession
+from dalston.gateway.client_session import CLOSE_GOING_AWAY, FLUSH_TIMEOUT_S, GOING_AWAY_REASON, ClientSession
 from dalston.gateway.instances import Instance
 from dalston.gateway.state import GatewayState
 from dalston.server.realtime_openai import DRAIN_DEADLINE, is_openai_event
@@ -245,17 +245,22 @@ async def relay_realtime(client: ClientSession, upstream: ClientConnection, stat
 
     `drop_created`: the client already got `session.created` from the gateway (an OpenAI session
     routed by its first `session.update`), so the engine's own is not relayed. At the gateway's
-    drain deadline (`client.expired`) both sides are closed with 1001 "going away".
+    drain deadline (`client.expired`) the engine is asked to finish what it received, its last
+    events are relayed, and both sides are closed with 1001 (`dalston.gateway.client_session`).
     """
     inst.in_flight += 1
     state.metrics.in_flight.labels(engine_id).inc()
     started = time.perf_counter()
+    flushed = asyncio.Event()
 
-    async def client_to_engine() -> None:
+    async def client_to_engine() -> bool:
+        """Until the client leaves (False) or the drain deadline passes (True)."""
         while True:
             message = await client.receive()
-            if message["type"] in ("websocket.disconnect", DRAIN_DEADLINE):
-                return
+            if message["type"] == DRAIN_DEADLINE:
+                return True
+            if message["type"] == "websocket.disconnect":
+                return False
             if message.get("bytes") is not None:
                 await upstream.send(message["bytes"])
             elif (text := message.get("text")) is not None:
@@ -267,32 +272,61 @@ async def relay_realtime(client: ClientSession, upstream: ClientConnection, stat
         nonlocal drop_created
         with contextlib.suppress(ConnectionClosed):
             async for message in upstream:
-                if isinstance(message, str) and drop_created:
-                    drop_created = False
-                    if json.loads(message).get("type") in _CREATED:
+                if isinstance(message, str):
+                    if drop_created:
+                        drop_created = False
+                        if json.loads(message).get("type") in _CREATED:
+                            continue
+                    drop, done = client.flush_answer(message)
+                    if done:
+                        flushed.set()
+                    if drop:
                         continue
                 await client.send(message)
                 await client.begin()
 
     to_engine, to_client = asyncio.create_task(client_to_engine()), asyncio.create_task(engine_to_client())
+    engine_closed = cut_by_deadline = False
     try:
-        await asyncio.wait({to_engine, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({to_engine, to_client}, return_when=asyncio.FIRST_COMPLETED)
+        engine_closed = to_client in done and to_client.exception() is None
+        cut_by_deadline = not engine_closed and to_engine in done and to_engine.exception() is None \
+            and to_engine.result()
+        if cut_by_deadline:
+            await _flush(client, upstream, to_client, flushed)
     finally:
-        engine_closed = to_client.done() and not to_client.cancelled() and to_client.exception() is None
         for task in (to_engine, to_client):
             task.cancel()
         for task in (to_engine, to_client):
             with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, ConnectionClosed, RuntimeError,
                                      OSError):
                 await task
-        if engine_closed:
-            code, reason = relayed_close(upstream.close_code, upstream.close_reason)
-            await upstream.close()
-        else:  # the client left, or the drain deadline: the engine's session ends with it
+        if cut_by_deadline:
             code, reason = CLOSE_GOING_AWAY, GOING_AWAY_REASON
-            await upstream.close(CLOSE_GOING_AWAY if client.expired.is_set() else 1000)
+            await upstream.close(CLOSE_GOING_AWAY, "gateway shutting down")
+        else:  # the engine closed (relay its close), or the client left (the engine's session ends with it)
+            if not engine_closed:
+                await upstream.close()
+            code, reason = relayed_close(upstream.close_code, upstream.close_reason)
         await client.close(code, reason)
         _done(state, inst, engine_id, "101", started)
-        if client.expired.is_set() and not engine_closed:
-            log.info("realtime_relay_expired session_id=%s engine_id=%s close_code=%d", client.session_id,
-                     engine_id, CLOSE_GOING_AWAY)
+
+
+async def _flush(client: ClientSession, upstream: ClientConnection, to_client: asyncio.Task[None],
+                 flushed: asyncio.Event) -> None:
+    """Drain deadline: ask the engine to finish what it received; relay until it has (bounded)."""
+    requests = client.flush_requests()
+    if not requests:
+        return
+    flush_started = time.perf_counter()
+    waiter = asyncio.create_task(flushed.wait())
+    try:
+        for text in requests:
+            await upstream.send(text)
+        await asyncio.wait({to_client, waiter}, timeout=FLUSH_TIMEOUT_S, return_when=asyncio.FIRST_COMPLETED)
+    except ConnectionClosed:
+        pass
+    finally:
+        waiter.cancel()
+    log.info("realtime_relay_flushed session_id=%s protocol=%s complete=%s seconds=%.2f", client.session_id,
+             client.protocol, to_client.done() or flushed.is_set(), time.perf_counter() - flush_started)

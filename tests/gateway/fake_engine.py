@@ -5,10 +5,12 @@ body, the form's model) so a test can prove the gateway forwarded the upload byt
 end-to-end tests (test_e2e.py) run real `dalston serve` engines instead.
 
 Its `/v1/realtime` models what the gateway relays of dalston/server/realtime.py (at ad31016): it
-accepts, sends a first event, answers every client frame, and closes when asked — `close` with 1000
-as after `session.end`, `close CODE REASON` with that code and reason as `_SessionHandler.close`
-does (e.g. 1001 "server shutting down" after a drain, 4400 on a bad frame); the gateway must relay
-both. It does not decode audio: it says how many bytes each binary frame had.
+accepts, sends a first event, answers every client frame, and closes when asked — `close` with 1000,
+`close CODE REASON` with that code and reason as `_SessionHandler.close` does (e.g. 1001 "server
+shutting down" after a drain, 4400 on a bad frame); the gateway must relay both. A native
+`{"type": "session.end"}` is answered as the real engine does: `session.end` with what it received
+(here: the audio bytes), then close 1000. It does not decode audio: it says how many bytes each
+binary frame had.
 """
 
 from __future__ import annotations
@@ -55,13 +57,19 @@ def fake_engine_app(name: str) -> Starlette:
         await websocket.accept()
         await websocket.send_text(json.dumps({"type": "session.created", "instance": name,
                                               "model": websocket.query_params.get("model")}))
+        received = 0
         try:
             while True:
                 message = await websocket.receive()
                 if message["type"] == "websocket.disconnect":
                     return
                 if message.get("bytes") is not None:
+                    received += len(message["bytes"])
                     await websocket.send_text(json.dumps({"type": "audio", "bytes": len(message["bytes"])}))
+                elif message.get("text") == json.dumps({"type": "session.end"}):
+                    await websocket.send_text(json.dumps({"type": "session.end", "bytes": received}))
+                    await websocket.close(code=1000)
+                    return
                 elif message.get("text") == "close":
                     await websocket.close(code=1000)
                     return

@@ -14,6 +14,7 @@ engine behaviour it models) served by uvicorn and registered by the real `Regist
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import signal
@@ -150,31 +151,55 @@ def test_sigterm_lets_relayed_session_and_request_finish(gateway_factory: Any) -
     assert re.search(r"gateway_drained seconds=\S+ sessions_left=0 requests_left=0", log), log[-3000:]
 
 
-def test_session_outliving_the_timeout_gets_1001(gateway_factory: Any) -> None:
-    """With a 2 s budget, a session still open at the deadline is closed 1001 "going away" (a client
-    reconnects through another replica), not 1012; the gateway then exits 0. The budget comes from
-    `DALSTON_SHUTDOWN_TIMEOUT`, as in the generated Kubernetes manifests."""
+def test_session_outliving_the_timeout_is_flushed_then_gets_1001(gateway_factory: Any) -> None:
+    """With a 2 s budget, a native session still open at the deadline: the gateway stops relaying the
+    client's frames, asks the engine to finish (`session.end`), relays its `session.end` (all the audio
+    the gateway had passed on), then closes 1001 "going away" (a client reconnects through another
+    replica), not 1012; the gateway then exits 0. The budget comes from `DALSTON_SHUTDOWN_TIMEOUT`, as
+    in the generated Kubernetes manifests."""
     gw = gateway_factory(2.0, via_env=True)
 
-    async def scenario() -> tuple[dict[str, Any], float, int | None, str]:
+    async def scenario() -> tuple[list[dict[str, Any]], int, float, int | None, str]:
+        events: list[dict[str, Any]] = []
+        sent = 0
         async with websockets.connect(_ws_url(gw), additional_headers=AUTH) as ws:
             assert (await _next_json(ws))["type"] == "session.created"
+
+            async def stream() -> None:  # 320-byte frames every 50 ms until the gateway closes
+                nonlocal sent
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    while True:
+                        await ws.send(b"\0" * 320)
+                        sent += 320
+                        await asyncio.sleep(0.05)
+
+            streaming = asyncio.create_task(stream())
+            await asyncio.sleep(0.3)
             _sigterm(gw)
             told = time.monotonic()
-            draining = await _next_json(ws)
             with pytest.raises(websockets.ConnectionClosed):
-                while True:  # keep streaming until the gateway closes
-                    await ws.send(b"\0" * 320)
-                    await asyncio.wait_for(ws.recv(), 10)
-                    await asyncio.sleep(0.1)
-            return draining, time.monotonic() - told, ws.close_code, ws.close_reason
+                while True:
+                    events.append(await _next_json(ws))
+            closed_after = time.monotonic() - told
+            await streaming
+            return events, sent, closed_after, ws.close_code, ws.close_reason
 
-    draining, closed_after, code, reason = asyncio.run(scenario())
-    assert draining["type"] == "session.draining" and 0 < draining["deadline_s"] <= 2.0, draining
+    events, sent, closed_after, code, reason = asyncio.run(scenario())
+    kinds = [e["type"] for e in events if e["type"] != "audio"]
+    assert kinds == ["session.draining", "session.end"], kinds
+    draining, end = events[[e["type"] for e in events].index("session.draining")], events[-1]
+    assert 0 < draining["deadline_s"] <= 2.0, draining
+    # the engine's own goodbye, after every frame it got was answered; it got all the client sent
+    # until the deadline (the few frames sent after it are not relayed)
+    relayed = sum(e["bytes"] for e in events if e["type"] == "audio")
+    assert end["type"] == "session.end" and end["bytes"] == relayed, (end, relayed)
+    assert sent - 320 * 20 < relayed <= sent, (relayed, sent)
     assert code == 1001 and reason.startswith("going away"), (code, reason)
     assert 1.5 < closed_after < 6, closed_after
     assert gw.popen is not None and gw.popen.wait(15) == 0, gw.log_text()[-3000:]
-    assert "realtime_drain_deadline sessions=1" in gw.log_text()
+    log = gw.log_text()
+    assert "realtime_drain_deadline sessions=1" in log
+    assert "protocol=native complete=True" in log, log[-2000:]
 
 
 def test_engine_close_code_and_reason_reach_the_client(gateway_factory: Any) -> None:

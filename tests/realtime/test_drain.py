@@ -10,7 +10,9 @@ fail on that. What they check (docs/REALTIME.md "Draining"):
   `session.end` with that duration, and 1001 (relayed by the gateway); an OpenAI-protocol session
   beside it gets the same event (with an `event_id`), its transcription so far, and 1001;
 * meanwhile a new session on the draining engine gets 4503 `shutting_down` and `/ready` is 503;
-* the process exits 0.
+* the process exits 0;
+* a *gateway* replica that gets SIGTERM mid-session (its own drain, `dalston.gateway.client_session`)
+  tells both sessions, has the engine flush them at its deadline, relays those finals, closes 1001.
 """
 
 from __future__ import annotations
@@ -185,3 +187,77 @@ def test_short_shutdown_timeout_flushes_finals_then_closes_1001(cluster: Any, be
         assert 4 <= len(got) < len(reference), got
         assert jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
     _check_drain_side_effects(engine, probe, sessions=2)
+
+
+def test_gateway_sigterm_flushes_relayed_sessions_then_closes_1001(cluster: Any, beckett: np.ndarray) -> None:
+    """A gateway replica gets SIGTERM (2.5 s budget) while relaying a native and an OpenAI-protocol
+    session to a real engine that stays up: both are told `session.draining` by the gateway; at the
+    deadline the gateway asks the engine to finish (native `session.end`; OpenAI commit), relays the
+    finals for what the engine received, then closes 1001 "going away"; a new session on the draining
+    gateway is refused in the handshake (503 `shutting_down`); the gateway exits 0 and the engine
+    ends both sessions cleanly. Before, the gateway's uvicorn shutdown cut both at once with 1012."""
+    timeout = 2.5
+    root = cluster["root"] / "gateway-drain"
+    root.mkdir(exist_ok=True)
+    gw = p.gateway(cluster["env"], cluster["keys"], root, interval=0.5, timeout=2.0,
+                   extra=["--shutdown-timeout", str(timeout)]).start()
+    engine = p.engine(MODEL, cluster["env"], cluster["keys"], root, None)
+    engine.args += ["--gateway", gw.url]
+    try:
+        gw.wait_http("/health", 60)
+        engine.start()
+        engine.wait_http("/ready", 180)
+        deadline = time.monotonic() + 20
+        while not any(m["id"] == MODEL and m["available"] for m in httpx.get(
+                f"{gw.url}/v1/models", headers={"authorization": f"Bearer {KEY}"}, timeout=5).json()["data"]):
+            assert time.monotonic() < deadline, gw.log_text()[-2000:]
+            time.sleep(0.2)
+
+        async def run() -> tuple[list[StreamResult], tuple[int, str], int]:
+            url = realtime_url(gw.url, MODEL)
+            told = [asyncio.Event(), asyncio.Event()]
+            sessions = [
+                stream_audio(url, beckett, realtime=True, api_key=KEY, language="en", timeout=120,
+                             on_event=lambda e: told[0].set() if e.type == "session.draining" else None),
+                stream_audio_openai(url + "&intent=transcription", beckett, realtime=True, api_key=KEY, language="en",
+                                    timeout=120,
+                                    on_event=lambda e: told[1].set() if e.type == "session.draining" else None)]
+            streams = [asyncio.create_task(s) for s in sessions]
+            await asyncio.sleep(SIGTERM_AFTER_S)
+            assert gw.popen is not None
+            gw.popen.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(asyncio.gather(*(flag.wait() for flag in told)), 10)
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                async with websockets.connect(realtime_url(gw.url, MODEL, KEY)):
+                    pass
+            response = refused.value.response
+            async with httpx.AsyncClient() as client:
+                ready = (await client.get(gw.url + "/ready", timeout=5)).status_code
+            return (list(await asyncio.gather(*streams)),
+                    (response.status_code, json.loads(response.body or b"")["error"]["code"]), ready)
+
+        (native, openai), refusal, ready = asyncio.run(run())
+        assert refusal == (503, "shutting_down") and ready == 503
+        reference = _words(assets.reference_text("beckett"))
+        for result in (native, openai):
+            drains = [e.body for e in result.events if e.type == "session.draining"]
+            assert len(drains) == 1 and 0 < drains[0]["deadline_s"] <= timeout, drains
+            assert not result.errors, result.errors
+            assert result.close_code == 1001 and result.close_reason.startswith("going away"), \
+                (result.close_code, result.close_reason)
+            got = _words(result.text)  # the reference up to where the audio was cut, and no more
+            assert 4 <= len(got) < len(reference), got
+            assert jiwer.wer(" ".join(reference[:len(got)]), " ".join(got)) <= 0.2, got
+        ends = [e.body for e in native.events if e.type == "session.end"]
+        assert len(ends) == 1 and native.events[-1].type == "session.end", native.events[-3:]
+        assert SIGTERM_AFTER_S + timeout - 1 < ends[0]["duration"] < len(beckett) / 16000 - 1, ends
+        assert openai.completed, [e.type for e in openai.events]
+        assert gw.popen is not None and gw.popen.wait(30) == 0, gw.log_text()[-3000:]
+        log = gw.log_text()
+        assert re.search(r"gateway_draining signal=15 sessions=2 requests=0 deadline_s=2\.5", log), log[-3000:]
+        assert log.count("complete=True") == 2, log[-3000:]
+        assert engine.alive()
+        assert engine.log_text().count("realtime_session_closed") >= 2
+    finally:
+        gw.stop()
+        engine.stop(timeout=60)
