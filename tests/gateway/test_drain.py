@@ -216,3 +216,38 @@ def test_engine_close_code_and_reason_reach_the_client(gateway_factory: Any) -> 
 
     assert asyncio.run(close_with("close 1001 server shutting down")) == (1001, "server shutting down")
     assert asyncio.run(close_with("close 4400 frame_too_large: 70000 bytes")) == (4400, "frame_too_large: 70000 bytes")
+
+
+def test_engine_lost_without_close_frame_reaches_client_as_1014(gateway_factory: Any, catalog: Catalog) -> None:
+    """An engine whose connection breaks mid-session (a SIGKILL: no close frame, 1006 at the gateway,
+    a code no endpoint may send) is reported to the client as 1014 "bad gateway", with a reason."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    gw = gateway_factory(5.0)
+
+    async def scenario() -> tuple[int | None, str]:
+        async def dying_engine(ws: ServerConnection) -> None:  # accepts, then its process "dies" on "die"
+            await ws.send(json.dumps({"type": "session.created"}))
+            async for message in ws:
+                if message == "die":
+                    ws.transport.abort()  # RST, no close frame: as the kernel does for a SIGKILLed process
+                    return
+
+        async with serve(dying_engine, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            url = f"http://127.0.0.1:{port}"
+            registrar = Registrar(gw.url, "parakeet-streaming-0.6b", url,
+                                  spec_digest(catalog.get("parakeet-streaming-0.6b").spec), 4, p.INTERNAL_TOKEN,
+                                  interval=0.5).start()
+            try:
+                assert await asyncio.to_thread(registrar.registered.wait, 20)
+                async with websockets.connect(_ws_url(gw, "parakeet-streaming-0.6b"), additional_headers=AUTH) as ws:
+                    assert (await _next_json(ws))["type"] == "session.created"
+                    await ws.send("die")
+                    with pytest.raises(websockets.ConnectionClosed):
+                        await asyncio.wait_for(ws.recv(), 10)
+                    return ws.close_code, ws.close_reason
+            finally:
+                await asyncio.to_thread(registrar.stop)
+
+    assert asyncio.run(scenario()) == (1014, "engine connection lost")
