@@ -118,6 +118,11 @@ async def _realtime(websocket: WebSocket, state: GatewayState, client: ClientSes
         headers += [(k, v) for k, v in websocket.headers.items() if k.lower() == "openai-beta"]
         inst, upstream = await transport.connect_realtime(state, inst, engine_id, websocket.url.path, query,
                                                           headers, subprotocol)
+        if first_text is None:
+            if state.draining:  # SIGTERM came while the engine was being connected: not a session to drain
+                await upstream.close()
+                raise shutting_down()
+            await state.sessions.add(client)  # before any await: a drain starting now sees it
     except ApiError as exc:
         if first_text is None:  # still in the handshake
             try:
@@ -130,7 +135,6 @@ async def _realtime(websocket: WebSocket, state: GatewayState, client: ClientSes
         return
     if first_text is None:
         await websocket.accept(subprotocol=subprotocol)
-        await state.sessions.add(client)
     else:
         await upstream.send(first_text)
     await transport.relay_realtime(client, upstream, state, inst, engine_id, drop_created=first_text is not None)
