@@ -74,10 +74,9 @@ def test_streaming_wer_close_to_batch(variant: str, clip: str, request: pytest.F
     audio = clip_audio(clip)
     result = asyncio.run(stream_audio(realtime_url(url, spec.id), audio, chunk_ms=160, language="en"))
     check_event_order(result)
-    partials = [e for e in result.events if e.type == "transcript.partial"]
-    assert partials, "no partial transcripts"
-    assert result.events.index(partials[0]) < result.events.index(
-        next(e for e in result.events if e.type == "transcript.final")), "first partial must precede first final"
+    # Sent as fast as the socket takes it, so whether a partial comes before the first final depends on
+    # how fast this CPU decodes; that order is checked where audio is paced (next test).
+    assert any(e.type == "transcript.partial" for e in result.events), "no partial transcripts"
     stream = wer(clip, result.text)
     batch = batch_wer(engine, audio, clip)
     print(f"realtime_wer variant={spec.id} clip={clip} stream={stream:.3f} batch={batch:.3f} text={result.text!r}")
@@ -93,6 +92,8 @@ def test_partials_arrive_before_the_stream_ends(tiny_engine: Any, realtime_serve
     result = asyncio.run(stream_audio(realtime_url(url, spec.id), clip_audio("beckett.wav"), chunk_ms=160,
                                       realtime=True, language="en"))
     check_event_order(result)
+    first_final = next(i for i, e in enumerate(result.events) if e.type == "transcript.final")
+    assert any(e.type == "transcript.partial" for e in result.events[:first_final]), "first partial must precede first final"
     early = [e for e in result.events if e.type == "transcript.partial" and e.at < result.last_frame_at]
     assert len(early) >= 3, f"only {len(early)} partial(s) before the last frame at {result.last_frame_at:.2f}s"
     early_finals = [e for e in result.events if e.type == "transcript.final" and e.at < result.last_frame_at]
