@@ -141,6 +141,10 @@ class WhisperStreaming(_Strict):
     min_chunk_floor_ms: int | None = Field(None, ge=100, description="adaptive step: re-decode as often as "
                                            "this when decodes are fast, up to min_chunk_ms when they are slow")
     max_buffer_seconds: float = Field(15.0, gt=1, le=30, description="trim the buffer beyond this")
+    tail_decode: bool = Field(True, description="re-decode only from a committed sentence end on (plus ~1 s of "
+                              "committed speech), not the whole utterance; the final still decodes the whole utterance")
+    short_encoder_pad_ms: int | None = Field(None, ge=0, le=30000, description="re-decodes encode only their window "
+                                             "plus this much padding, not Whisper's full 30 s (None: full 30 s)")
 
     @model_validator(mode="after")
     def _floor_below_step(self) -> WhisperStreaming:

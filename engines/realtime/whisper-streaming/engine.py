@@ -10,7 +10,7 @@ buffer, committed words and detected language.
 
 from __future__ import annotations
 
-import threading
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +53,11 @@ class WhisperStreamingEngine(StreamingEngine):
             return PolicyConfig()
         floor = None if streaming.min_chunk_floor_ms is None else streaming.min_chunk_floor_ms / 1000
         return PolicyConfig(min_chunk_s=streaming.min_chunk_ms / 1000, min_chunk_floor_s=floor,
-                            max_buffer_s=streaming.max_buffer_seconds)
+                            max_buffer_s=streaming.max_buffer_seconds, tail_decode=streaming.tail_decode)
 
     def open_session(self, language: str | None = None, turn: TurnDetection | None = None) -> StreamingSession:
-        return LocalAgreementSession(_WhisperDecoder(self, language), self.policy_config().with_turn(turn))
+        decoder = _WhisperDecoder(self, language)
+        return LocalAgreementSession(decoder, self.policy_config().with_turn(turn), decoder.redecode)
 
 
 class _WhisperDecoder:
@@ -72,13 +73,28 @@ class _WhisperDecoder:
         self.engine = engine
         multilingual = bool(getattr(engine.model, "model", None) is None or engine.model.model.is_multilingual)
         self.language = language if multilingual else (language or "en")
-        self._lock = threading.Lock()
+        streaming = engine.runtime.streaming
+        pad_ms = None if streaming is None else streaming.short_encoder_pad_ms
+        self._pad_frames = None if pad_ms is None else pad_ms // 10
+        self._short = None if self._pad_frames is None else _ShortEncoder(engine.model)
 
     def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        """The final decode of an utterance: Whisper's full 30 s encoder input, as a batch decode."""
+        return self._decode(self.engine.model, audio, prompt)
+
+    def redecode(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        """A re-decode behind partials: with `short_encoder_pad_ms`, the encoder sees only the window
+        plus that padding (see `_ShortEncoder`); tokens capped so a loop cannot run long."""
+        if self._short is None or self._pad_frames is None or self.language is None:
+            return self._decode(self.engine.model, audio, prompt)  # language detection wants the full window
+        self._short.frames = _even(len(audio) // 160 + self._pad_frames)
+        return self._decode(self._short.model, audio, prompt, max_new_tokens=int(len(audio) / 16000 * 8) + 10)
+
+    def _decode(self, model: Any, audio: np.ndarray, prompt: str, **options: Any) -> list[Word]:
         if len(audio) == 0:
             return []
         runtime = self.engine.runtime
-        segments, info = self.engine.model.transcribe(
+        segments, info = model.transcribe(
             audio,
             language=self.language,
             initial_prompt=prompt or None,
@@ -87,11 +103,47 @@ class _WhisperDecoder:
             temperature=0.0,
             vad_filter=False,
             condition_on_previous_text=False,
+            **options,
         )
         words = [Word(w.start, w.end, w.word, w.probability) for s in segments for w in (s.words or ())]
         if self.language is None and len(audio) / 16000 >= _DETECT_AFTER_S:
             self.language = info.language
         return words
+
+
+def _even(frames: int) -> int:
+    """Mel frames for the encoder: even (its second convolution has stride 2), at most Whisper's 3000."""
+    return min(3000, frames + frames % 2)
+
+
+class _ShortEncoder:
+    """A view of a loaded faster-whisper `WhisperModel` whose encoder sees only the first `frames`
+    mel frames of the (30 s padded) input.
+
+    WHY: faster-whisper pads every decode to Whisper's 30 s window, so the encoder costs the same
+    for a 2 s window as for a 30 s one, and on CPU the encoder is most of a re-decode: cutting the
+    re-decode window alone did not lower the CPU time per re-decode (base, two_cities: 1.0 s either
+    way). CTranslate2's Whisper encoder accepts fewer frames; encoding the window plus a few seconds
+    of the usual zero padding costs a fraction (0.27 s mean). Whisper never saw inputs shorter than
+    30 s in training: with no padding it loops ("it was the age of wisdom, it was the age of
+    wisdom, ..."); with 4 s of padding its partials on beckett and two_cities were as accurate as
+    full-window ones (docs/PERFORMANCE.md). Only partials use it: finals keep the full 30 s input.
+
+    One per session, because `frames` is set before each decode. `model` is a shallow copy of the
+    loaded model (the CTranslate2 model, tokenizer and feature extractor are shared, not copied)
+    whose `encode`, the method faster-whisper calls on each padded window, is replaced on the
+    instance.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self.frames: int | None = None
+        self.model: Any = copy.copy(model)
+        full_encode = self.model.encode
+
+        def encode(features: np.ndarray) -> Any:
+            return full_encode(features if self.frames is None else features[..., :self.frames])
+
+        self.model.encode = encode
 
 
 ENGINE = WhisperStreamingEngine
