@@ -241,17 +241,18 @@ def test_speech_around_a_long_silence_adds_no_words_in_it(load_variant, clip) ->
 
 @pytest.mark.parametrize("variant_id", BATCH_VARIANTS)
 def test_hotwords_switch_in_nemos_boosting_tree_for_that_request_only(load_variant, clip, variant_id: str) -> None:
-    """NeMo 3.0.0 boosts phrases for greedy TDT and CTC decoding: the decode changes (towards the hinted
-    words for TDT), and the next request without hotwords decodes exactly as before (decoder restored)."""
+    """NeMo 3.0.0 boosts phrases for greedy TDT and CTC decoding: the decode changes, and the next
+    request without hotwords decodes exactly as before (decoder restored)."""
     engine = load_variant(variant_id)
     audio = clip("two_cities")[: 10 * SAMPLE_RATE]
     plain = engine.transcribe(audio, EN)
     hinted = engine.transcribe(audio, TranscribeOptions(language="en", hotwords="Fail better, matter"))
     print(f"{variant_id} plain={plain.text!r} hinted={hinted.text!r}")
     assert hinted.text != plain.text
-    if variant_id == "parakeet-tiny-tdt":  # the tiny CTC head is too weak to spell the phrase; it only changes
-        assert hinted.text.count("matter") + hinted.text.count("better") > \
-            plain.text.count("matter") + plain.text.count("better")
+    # Which way a boost moves these tiny checkpoints is not asserted: they are trained on the test
+    # machine (tests/fixtures/nemo_models.py) and their weights differ with its CPU's float kernels, so
+    # the same hint added "matter" on one machine and dropped "Fail again." on another (AVX-512 EPYC).
+    # The direction is tested on real Whisper weights (tests/server/test_hotwords.py).
     assert engine.transcribe(audio, EN) == plain
 
 

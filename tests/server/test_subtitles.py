@@ -113,7 +113,9 @@ def test_bad_extension_values_are_clear_400s(client, field: str, value: str) -> 
 def test_streamed_verbose_json_has_the_same_sentences_and_words_only_when_asked(client) -> None:
     import json
 
-    clip = assets.speech_clip("beckett")
+    # two_cities, not beckett: Whisper base punctuates beckett as one sentence of commas on some CPUs
+    # (int8 kernels differ: AVX-512 EPYC), and this test needs several sentences to compare
+    clip = assets.speech_clip("two_cities")
     plain = post_audio(client, clip, response_format="verbose_json", language="en").json()
     response = post_audio(client, clip, stream="true", response_format="verbose_json", language="en")
     events = [json.loads(line[len("data: "):]) for line in response.text.split("\n\n") if line.startswith("data: ")]
