@@ -7,6 +7,7 @@ WebSocket handlers, side by side), `transport` (moving bytes to and from engines
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -34,6 +35,30 @@ async def _api_error(_: Request, exc: Exception) -> Response:
 
 
 _PROBES = frozenset({"/health", "/ready", "/metrics"})
+#: A draining gateway reads (and drops) up to this much of a refused upload, for this long, first.
+DISCARD_LIMIT_BYTES = 64 << 20
+DISCARD_LIMIT_S = 5.0
+
+
+async def _discard_body(receive: Receive) -> None:
+    """Read what the client is still uploading before answering 503 and closing the connection.
+
+    WHY: closing a socket with unread data sends a TCP reset, and a client still sending its upload
+    then gets a connection error instead of the 503 and its `Retry-After` (5 MB uploads: a
+    ReadError every time on loopback). Bounded: past the limits the answer goes out anyway.
+    """
+    loop = asyncio.get_running_loop()
+    until, size = loop.time() + DISCARD_LIMIT_S, 0
+    while size <= DISCARD_LIMIT_BYTES:
+        try:
+            message = await asyncio.wait_for(receive(), max(0.0, until - loop.time()))
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":
+            return
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class _DrainGate:
@@ -53,6 +78,7 @@ class _DrainGate:
             await self.app(scope, receive, send)
             return
         if self.state.draining:
+            await _discard_body(receive)
             await shutting_down().response()(scope, receive, send)
             return
         self.state.requests += 1

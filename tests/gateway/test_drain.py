@@ -124,7 +124,10 @@ def test_sigterm_lets_relayed_session_and_request_finish(gateway_factory: Any) -
             response = refused.value.response
             out["ws_refusal"] = (response.status_code, json.loads(response.body or b"")["error"]["code"],
                                  response.headers.get("Retry-After"))
-            late = await client.post(gw.url + f"/v1/audio/transcriptions?model={BATCH}", headers=AUTH, content=b"x")
+            # a 5 MB upload: the gateway reads it before answering, or closing with unread data would
+            # reset the connection and the client would get a ReadError instead of the 503
+            late = await client.post(gw.url + f"/v1/audio/transcriptions?model={BATCH}", headers=AUTH,
+                                     content=b"x" * (5 << 20))
             out["http_refusal"] = (late.status_code, late.json()["error"]["code"], late.headers.get("retry-after"))
             await ws.send(b"\0" * 320)  # the open session still works
             out["after"] = await _next_json(ws)
