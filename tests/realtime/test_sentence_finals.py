@@ -114,11 +114,12 @@ def test_native_and_openai_finals_are_sentences(variant: str, request: pytest.Fi
 
 
 def test_base_finals_on_beckett_are_its_sentences(base_engine: Any, realtime_server: Any, clip_audio: Any) -> None:
-    """The shipped base variant on beckett (one utterance before the pause, one after)."""
+    """The shipped base variant on beckett (one utterance before the pause, one after): the same rules."""
     base = realtime_server(base_engine)
     result = asyncio.run(stream_audio(realtime_url(base, base_engine.spec.id), clip_audio("beckett.wav"),
                                       chunk_ms=160, language="en"))
     texts = check_native(result)
     print(f"sentence_finals variant={base_engine.spec.id} finals={texts}")
-    assert len(texts) >= 3, texts  # base punctuates beckett as three sentences
+    # No count: base punctuates beckett as three sentences here but as one sentence of commas per utterance
+    # on other CPUs (int8 kernels, AVX-512 EPYC; see 97502f3); the split itself is shown by the tiny test.
     assert wer("beckett.wav", " ".join(texts)) <= 0.10, texts
