@@ -4,6 +4,8 @@
     python bench/realtime.py --variants whisper-streaming-base --clips beckett.wav
     python bench/realtime.py --whisperlivekit /path/to/venv/bin/wlk   # also run WhisperLiveKit
     python bench/realtime.py --protocol openai   # + the OpenAI Realtime protocol, side by side with native
+    python bench/realtime.py --variants whisper-streaming-base --old-policy --floor 300 --repeat 2
+                                          # + the policy before tail decoding, + the adaptive step, taking turns
     python bench/realtime.py --sweep      # parakeet-streaming: 1..16 sessions, serialised vs batched steps
                                           # (tiny model + full-size twins; see bench/realtime_sweep.py)
 
@@ -342,21 +344,43 @@ def summarize(run: Run, chunk_s: float, words: list[tuple[float, float]], batch:
         "wer_ratio": _ratio(stream_wer, batch_wer),
         "meets_wer_target": None if batch_wer is None else stream_wer <= 1.2 * batch_wer + 1e-9,
         "final_text": run.final_text, "batch_text": batch,
+        "word_latencies_s": wl, "chunk_latencies_s": chunks,
     }
 
 
-def fixed_step_variant(engines: Path, variant: str) -> str:
-    """A bench-time copy of `variant` without `min_chunk_floor_ms` (re-decode every `min_chunk_ms`), same weights."""
+def bench_variant(engines: Path, variant: str, suffix: str, streaming: dict[str, Any]) -> str:
+    """A bench-time copy `<variant>-<suffix>` of `variant` (same weights) with `runtime.streaming` keys
+    set (a value of None removes the key)."""
     import re
 
     from dalston.catalog import Catalog
 
     entry = Catalog.load(engines).get(variant)
     source = next(f for f in (entry.dir / "variants").glob("*.yaml") if f"\nid: {variant}\n" in f.read_text())
-    text = re.sub(r"^ *min_chunk_floor_ms: .*\n", "", source.read_text(), flags=re.M)
-    (source.parent / f"{source.stem}-fixedstep.yaml").write_text(text.replace(f"\nid: {variant}\n",
-                                                                               f"\nid: {variant}-fixedstep\n"))
-    return f"{variant}-fixedstep"
+    text = source.read_text()
+    for key, value in streaming.items():
+        text = re.sub(rf"^ *{key}: .*\n", "", text, flags=re.M)
+        if value is not None:
+            text = text.replace("    policy: local-agreement\n", f"    policy: local-agreement\n    {key}: {value}\n")
+    (source.parent / f"{source.stem}-{suffix}.yaml").write_text(text.replace(f"\nid: {variant}\n",
+                                                                             f"\nid: {variant}-{suffix}\n"))
+    return f"{variant}-{suffix}"
+
+
+def fixed_step_variant(engines: Path, variant: str) -> str:
+    """A bench-time copy of `variant` without `min_chunk_floor_ms` (re-decode every `min_chunk_ms`), same weights."""
+    return bench_variant(engines, variant, "fixedstep", {"min_chunk_floor_ms": None})
+
+
+def old_policy_variant(engines: Path, variant: str) -> str:
+    """A bench-time copy of `variant` with the policy before tail decoding: every re-decode is the
+    whole utterance buffer through Whisper's full 30 s encoder input."""
+    return bench_variant(engines, variant, "oldpolicy", {"tail_decode": "false", "short_encoder_pad_ms": None})
+
+
+def floor_variant(engines: Path, variant: str, floor_ms: int) -> str:
+    """A bench-time copy of `variant` with the adaptive re-decode step on (`min_chunk_floor_ms`)."""
+    return bench_variant(engines, variant, f"floor{floor_ms}", {"min_chunk_floor_ms": floor_ms})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +401,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="openai: also stream every clip over the OpenAI Realtime protocol, side by side")
     parser.add_argument("--fixed-step", action="store_true",
                         help="also run each variant with its adaptive re-decode step switched off, side by side")
+    parser.add_argument("--old-policy", action="store_true",
+                        help="also run each variant with the policy before tail decoding (whole-utterance re-decodes, "
+                             "full 30 s encoder input), side by side")
+    parser.add_argument("--floor", type=int, default=None, metavar="MS",
+                        help="also run each variant with the adaptive re-decode step (min_chunk_floor_ms: MS)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="stream every clip this many times per variant (variants take turns on each clip, "
+                             "so a change in machine load hits them alike)")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "realtime.json")
     args = parser.parse_args(argv)
     variants = [v for v in args.variants.split(",") if v]
@@ -388,6 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     engines = assets.engines_tree(work)
     if args.fixed_step:
         variants = [v for variant in variants for v in (variant, fixed_step_variant(engines, variant))]
+    if args.old_policy or args.floor is not None:
+        variants = [v for variant in variants for v in (
+            variant, *([old_policy_variant(engines, variant)] if args.old_policy else []),
+            *([floor_variant(engines, variant, args.floor)] if args.floor is not None else []))]
     models = work / "models"
     keys = work / "keys.txt"
     keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
@@ -401,34 +437,50 @@ def main(argv: list[str] | None = None) -> int:
     wlk_status = "not run: no `wlk` executable (pass --whisperlivekit)" if not args.whisperlivekit else "ran"
 
     try:
-        for variant in variants:
-            weights = assets.model_dir_for(variant, models, engines_root=engines)
-            words = {c: reference_word_ends(weights, same[c]) for c in clips}
-            engine = p.engine(variant, env, keys, work, None).start()
-            batches: dict[str, str] = {}
-            try:
+        # Every dalston variant is served at once (idle servers cost memory, not CPU) and the variants
+        # take turns on each clip, so a change in machine load hits all of them alike.
+        weights = {v: assets.model_dir_for(v, models, engines_root=engines) for v in variants}
+        word_cache: dict[Path, dict[str, list[tuple[float, float]]]] = {}
+        for v in variants:
+            key = weights[v].resolve()
+            if key not in word_cache:
+                word_cache[key] = {c: reference_word_ends(weights[v], same[c]) for c in clips}
+        words = {v: word_cache[weights[v].resolve()] for v in variants}
+        batches: dict[str, dict[str, str]] = {v: {} for v in variants}
+        running: dict[str, Any] = {}
+        try:
+            for variant in variants:
+                running[variant] = p.engine(variant, env, keys, work, None).start()
+            for variant, engine in running.items():
                 engine.wait_http("/ready", 300)
                 asyncio.run(stream_dalston(engine.url, variant, clips[0], audio[clips[0]][: SR * 3], args.chunk_ms, False))
+            for repeat in range(args.repeat):
                 for clip in clips:
-                    run = asyncio.run(stream_dalston(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
-                    batches[clip] = batch_text(engine.url, variant, pcm[clip], clip)
-                    rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
-                    print(_line(rows[-1]), flush=True)
-                    if args.protocol == "openai":
-                        run = asyncio.run(stream_openai(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
-                        rows.append(summarize(run, chunk_s, words[clip], batches[clip]))
+                    for variant, engine in running.items():
+                        run = asyncio.run(stream_dalston(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
+                        if clip not in batches[variant]:
+                            batches[variant][clip] = batch_text(engine.url, variant, pcm[clip], clip)
+                        rows.append({**summarize(run, chunk_s, words[variant][clip], batches[variant][clip]),
+                                     "repeat": repeat, "loadavg": os.getloadavg()})
                         print(_line(rows[-1]), flush=True)
-            finally:
+                        if args.protocol == "openai":
+                            run = asyncio.run(stream_openai(engine.url, variant, clip, audio[clip], args.chunk_ms, pace))
+                            rows.append({**summarize(run, chunk_s, words[variant][clip], batches[variant][clip]),
+                                         "repeat": repeat})
+                            print(_line(rows[-1]), flush=True)
+        finally:
+            for engine in running.values():
                 engine.stop()
+        for variant in variants:
             if args.whisperlivekit:
                 port = p.free_port()
                 log = work / f"wlk-{variant}.log"
-                proc = start_wlk(args.whisperlivekit, weights, assets.speech_clip("beckett.wav"), log, port)
+                proc = start_wlk(args.whisperlivekit, weights[variant], assets.speech_clip("beckett.wav"), log, port)
                 try:
                     wait_health(f"http://127.0.0.1:{port}", proc, log)
                     for clip in clips:
                         run = asyncio.run(stream_wlk(f"ws://127.0.0.1:{port}/asr", variant, clip, pcm[clip], args.chunk_ms, pace))
-                        rows.append(summarize(run, chunk_s, words[clip], batches.get(clip)))
+                        rows.append(summarize(run, chunk_s, words[variant][clip], batches[variant].get(clip)))
                         print(_line(rows[-1]), flush=True)
                 except Exception as exc:  # record why the comparison did not run, keep dalston's numbers
                     wlk_status = f"failed: {type(exc).__name__}: {exc}"[:500]
@@ -445,6 +497,18 @@ def main(argv: list[str] | None = None) -> int:
               "machine": platform.machine(), "python": platform.python_version(),
               "loadavg_before": load_before, "loadavg_after": os.getloadavg(), "whisperlivekit": wlk_status,
               "rows": rows}
+    if args.repeat > 1:  # every repeat's latencies pooled, per variant and clip
+        for key in dict.fromkeys((r["system"], r["variant"], r["clip"]) for r in rows):
+            group = [r for r in rows if (r["system"], r["variant"], r["clip"]) == key and "repeat" in r]
+            if len(group) < 2:
+                continue
+            wl = [x for r in group for x in r["word_latencies_s"]]
+            ch = [x for r in group for x in r["chunk_latencies_s"]]
+            rows.append({**group[0], "system": f"{key[0]}*{len(group)}", "repeat": "pooled",
+                         "word_latency_median_s": percentile(wl, 50), "word_latency_p95_s": percentile(wl, 95),
+                         "chunk_latency_median_s": percentile(ch, 50), "chunk_latency_p95_s": percentile(ch, 95),
+                         "first_update_s": statistics.median(r["first_update_s"] or 0 for r in group),
+                         "final_wer": max(r["final_wer"] for r in group), "word_latencies_s": wl, "chunk_latencies_s": ch})
     print()
     print(_header())
     for row in rows:
@@ -475,14 +539,14 @@ def _fmt(value: float | None, spec: str = ".2f") -> str:
 
 
 def _header() -> str:
-    return (f"{'system':<15} {'variant':<26} {'clip':<15} {'chunk med/p95 s':>16} {'word med/p95 s':>15} "
+    return (f"{'system':<15} {'variant':<36} {'clip':<15} {'chunk med/p95 s':>16} {'word med/p95 s':>15} "
             f"{'1st upd s':>9} {'WER':>6} {'batch':>6} {'ratio':>6}")
 
 
 def _line(r: dict[str, Any]) -> str:
     chunk = f"{_fmt(r['chunk_latency_median_s'])}/{_fmt(r['chunk_latency_p95_s'])}"
     word = f"{_fmt(r['word_latency_median_s'])}/{_fmt(r['word_latency_p95_s'])}"
-    return (f"{r['system']:<15} {r['variant']:<26} {r['clip']:<15} {chunk:>16} {word:>15} "
+    return (f"{r['system']:<15} {r['variant']:<36} {r['clip']:<15} {chunk:>16} {word:>15} "
             f"{_fmt(r['first_update_s']):>9} {_fmt(r['final_wer'], '.3f'):>6} {_fmt(r['batch_wer'], '.3f'):>6} "
             f"{_fmt(r['wer_ratio']):>6}")
 

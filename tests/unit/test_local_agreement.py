@@ -183,3 +183,45 @@ def test_an_improbable_trailing_run_is_dropped_from_a_final() -> None:
     assert _drop_invented_tail(heard) == heard  # nothing improbable: unchanged
     # a zero-length word alone is not enough to drop anything (timestamps can collapse on real speech)
     assert _drop_invented_tail(heard + [Word(8.68, 8.68, "yes.", 0.9)]) == heard + [Word(8.68, 8.68, "yes.", 0.9)]
+
+
+class SentenceDecoder(RegionDecoder):
+    """RegionDecoder whose every word ends a sentence ("alpha."), like Whisper on short phrases."""
+
+    def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        return [Word(w.start, w.end, w.word + ".") for w in super().__call__(audio, prompt)]
+
+
+def test_re_decodes_cover_only_the_uncommitted_tail() -> None:
+    """12 s of 0.5 s phrases with 0.2 s gaps (one utterance: the gaps are shorter than the VAD's 0.8 s):
+    with tail decoding, a re-decode starts at a committed sentence end, so its window stays a few
+    seconds long while the old policy's grows with the utterance; finals are the same words."""
+    phrase = np.concatenate([tone(0.5, 0.3), silence(0.2)])
+    audio = np.concatenate([silence(0.5), *[phrase] * 17, silence(1.2)])
+    tail, whole = SentenceDecoder(), SentenceDecoder()
+    tail_session = LocalAgreementSession(tail, PolicyConfig())
+    whole_session = LocalAgreementSession(whole, PolicyConfig(tail_decode=False))
+    finals = []
+    for session in (tail_session, whole_session):
+        events = [render(e) for i in range(0, len(audio), 2560) for e in session.accept(audio[i:i + 2560])]
+        events += [render(e) for e in session.finish()]
+        finals.append(" ".join(e["text"] for e in events if e["type"] == "transcript.final"))
+    assert finals[0] == finals[1] and finals[0].count("alpha.") == 17, finals
+    assert max(whole_session.windows) > 10.0, whole_session.windows
+    # >= 1 s of committed overlap (up to a phrase boundary) + what is not yet committed: agreement needs
+    # two decodes, so up to two steps of 1 s (and a frame) of new speech
+    assert max(tail_session.windows) <= 4.5, tail_session.windows  # measured: 3-4 s from the 4th decode on
+
+
+def test_after_overlap_finds_where_a_re_decode_passes_the_committed_words() -> None:
+    from dalston.streaming.local_agreement import _after_overlap
+
+    def words(text: str) -> list[Word]:
+        return [Word(float(i), i + 0.5, " " + w) for i, w in enumerate(text.split())]
+
+    overlap = words("it was the")
+    assert _after_overlap(words("It was the best of"), overlap) == 3
+    assert _after_overlap(words("was the best of"), overlap) == 2  # the cut-off first word was dropped
+    assert _after_overlap(words("season of light"), overlap) is None  # not read back: fall back to times
+    # a repeated phrase further on is not mistaken for the overlap
+    assert _after_overlap(words("it was the best it was the"), overlap) == 3
