@@ -21,11 +21,13 @@ Faults, at fixed fractions of the run: SIGKILL engine A (restarted 3 s later), S
 
 Report (table + JSON, default bench/results/soak.json): requests sent / succeeded / failed by reason,
 each failure classed as *expected* (it ended while a SIGKILLed engine was still routed to, or while
-the gateway restarted) or *unexpected*; 429/503 with `Retry-After` are counted as refusals the client
-retries, not failures; sessions completed / cut and finals lost; bad and slow clients; RSS and open file
-descriptors of every process at the start and end of its life. `--check` exits 1 when a target is
-missed: no wrong text in an accepted response, no unexpected failure, no realtime session losing
-finals to a SIGTERM, no held slow connection, RSS growth under 25 % and fds flat (±8) per process.
+the gateway restarted — but not a session the gateway relayed at its SIGTERM: it drains) or
+*unexpected*; 429/503 with `Retry-After` are counted as refusals the client retries, not failures;
+sessions completed / cut and finals lost; bad and slow clients; RSS and open file descriptors of
+every process at the start and end of its life. `--check` exits 1 when a target is missed: no wrong
+text in an accepted response, no unexpected failure, no realtime session losing finals to a SIGTERM
+(of an engine or of the gateway), no held slow connection, RSS growth under 25 % and fds flat (±8)
+per process.
 """
 
 from __future__ import annotations
@@ -370,22 +372,25 @@ def classify(run: Run) -> None:
 
     A failure is judged by when it happened (its end): during a SIGKILL window (the kill until the
     gateway has dropped the dead instance: heartbeat timeout) or a gateway restart window (stop until
-    it routes again; a single gateway's restart cuts what it relays, as any proxy's does). A SIGTERM
-    of an engine (graceful drain) explains nothing: work on it must finish.
+    it routes again: connection errors while no gateway listens). A SIGTERM explains no cut session:
+    an engine drains its sessions, and so does the gateway the restart stops with SIGTERM (sessions
+    relayed at the signal finish or are flushed, `dalston.gateway.client_session`).
     """
     windows = []
     for f in run.faults:
         if f.kind == "sigkill":
-            windows.append((f.at - 0.1, f.at + HEARTBEAT_TIMEOUT + 1.0))
+            windows.append((f.at - 0.1, f.at + HEARTBEAT_TIMEOUT + 1.0, None))
         elif f.kind == "restart":
-            windows.append((f.at - 0.1, (f.until or f.at) + 1.0))
+            windows.append((f.at - 0.1, (f.until or f.at) + 1.0, f.at))
     for o in run.outcomes:
         if o.result in ("ok", "clear_error", "closed", "http_429", "http_503", "cut_4029", "cut_4503"):
             # refused before any work (429/503 + Retry-After; a session refused with 4029 because batch
             # requests hold the engine's one budget, or 4503 while it drains): counted, not a failure
             continue
+        cut = o.result.startswith("cut_")  # a session open at the gateway's SIGTERM must not be: it drains
         o.expected = o.result.startswith(("conn_", "http_502", "cut_")) and any(
-            start <= o.ended <= end for start, end in windows)
+            start <= o.ended <= end and not (cut and sigterm is not None and o.started < sigterm)
+            for start, end, sigterm in windows)
 
 
 # ------------------------------------------------------------------------------------------ report
@@ -399,7 +404,8 @@ def summarize(run: Run, duration: float) -> dict[str, Any]:
     # 4029/4503 are refusals at admission (no audio was taken), not sessions cut by the drain
     sigterm_cut = [asdict(o) for o in run.outcomes if o.kind == "realtime" and o.result.startswith("cut_")
                    and o.result not in ("cut_4029", "cut_4503") and not o.expected
-                   and any(f.kind == "sigterm" and o.started <= f.at <= o.ended for f in run.faults)]
+                   and any(f.kind in ("sigterm", "restart") and o.started <= f.at <= o.ended
+                           for f in run.faults)]
     held = [asdict(o) for o in run.outcomes if o.result == "held"]
     closed = [o.ended - o.started for o in run.outcomes if o.kind == "slow" and o.result == "closed"]
     usage = {name: {"rss_mb_start": u.first[0] / 1024, "rss_mb_end": u.last[0] / 1024,

@@ -3,8 +3,9 @@
 Mixed batch, realtime, bad and slow clients for 60 s while engine A is SIGKILLed and restarted,
 engine B is SIGTERMed (graceful drain) and restarted, and the gateway is restarted. Targets, as the
 bench checks them with `--check`: no accepted request returns wrong text, no failure that a SIGKILL
-or the gateway restart does not explain, no realtime session cut by an engine's SIGTERM, no slow
-client holding a connection, RSS and fds flat. The 10-minute run is in docs/RELIABILITY.md.
+or the gateway restart does not explain, no realtime session cut by an engine's SIGTERM or by the
+gateway's (the restart stops it with SIGTERM: it drains what it relays), no slow client holding a
+connection, RSS and fds flat. The 10-minute run is in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
