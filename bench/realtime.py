@@ -374,8 +374,9 @@ def fixed_step_variant(engines: Path, variant: str) -> str:
 
 def old_policy_variant(engines: Path, variant: str) -> str:
     """A bench-time copy of `variant` with the policy before tail decoding: every re-decode is the
-    whole utterance buffer through Whisper's full 30 s encoder input."""
-    return bench_variant(engines, variant, "oldpolicy", {"tail_decode": "false", "short_encoder_pad_ms": None})
+    whole utterance buffer through Whisper's full 30 s encoder input, once per `min_chunk_ms`."""
+    return bench_variant(engines, variant, "oldpolicy", {"tail_decode": "false", "short_encoder_pad_ms": None,
+                                                         "min_chunk_floor_ms": None})
 
 
 def floor_variant(engines: Path, variant: str, floor_ms: int) -> str:
@@ -418,12 +419,10 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(tempfile.mkdtemp(prefix="dalston-bench-realtime-"))
     engines = assets.engines_tree(work)
-    if args.fixed_step:
-        variants = [v for variant in variants for v in (variant, fixed_step_variant(engines, variant))]
-    if args.old_policy or args.floor is not None:
-        variants = [v for variant in variants for v in (
-            variant, *([old_policy_variant(engines, variant)] if args.old_policy else []),
-            *([floor_variant(engines, variant, args.floor)] if args.floor is not None else []))]
+    variants = [v for variant in variants for v in (
+        variant, *([fixed_step_variant(engines, variant)] if args.fixed_step else []),
+        *([old_policy_variant(engines, variant)] if args.old_policy else []),
+        *([floor_variant(engines, variant, args.floor)] if args.floor is not None else []))]
     models = work / "models"
     keys = work / "keys.txt"
     keys.write_text(hashlib.sha256(KEY.encode()).hexdigest() + "\n")
