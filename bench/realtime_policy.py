@@ -8,7 +8,8 @@ WHY offline and in CPU time: on the shared 2-core machine a paced run's wall-clo
 mostly other jobs' load (bench/realtime.py records it, and measures the real thing). Here each clip
 is fed in 160 ms pcm16 frames, as fast as the session takes them, to sessions opened by the real
 whisper-streaming engine (`engine.open_session`, the variant's real weights); the old policy is the
-same engine's decoders with `tail_decode=False` and every re-decode on the full 30 s encoder input.
+same engine's decoders with `tail_decode=False`, a fixed `min_chunk_ms` step and every re-decode on
+the full 30 s encoder input.
 Per re-decode, the process CPU time (all threads) is recorded, which other jobs do not inflate
 much (context switches and cache misses still do, a little).
 
@@ -128,7 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                     session = LocalAgreementSession(shipped.decode, shipped.config, redecode)
                 else:
                     redecode = Timed(shipped.decode)  # the full 30 s encoder input
-                    session = LocalAgreementSession(shipped.decode, replace(shipped.config, tail_decode=False), redecode)
+                    old = replace(shipped.config, tail_decode=False, min_chunk_floor_s=None)  # main before
+                    session = LocalAgreementSession(shipped.decode, old, redecode)
                 r = run(session, redecode, audio, ends, clip)
                 print(f"{variant:<28} {policy:<6} {clip:<15} {r['redecodes']:>3} "
                       f"{r['cpu_mean_s']:>7.2f}/{r['cpu_max_s']:<7.2f} {r['window_mean_s']:>9.1f}/{r['window_max_s']:<8.1f} "
