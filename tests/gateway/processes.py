@@ -30,6 +30,7 @@ class Proc:
     port: int
     cpus: tuple[int, ...] | None = None  # CPU affinity (bench: give each instance its own cores)
     popen: subprocess.Popen[bytes] | None = None
+    sigtermed: bool = False
 
     @property
     def url(self) -> str:
@@ -58,11 +59,21 @@ class Proc:
             self.popen.kill()
             self.popen.wait(10)
 
+    def sigterm(self) -> None:
+        """Send SIGTERM once (a test's own drain); `stop` then waits for the exit instead of signalling again."""
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        self.sigtermed = True
+
     def stop(self, timeout: float = 15) -> None:
-        """SIGTERM (graceful: the engine deregisters), SIGKILL if it does not exit in time."""
+        """SIGTERM (graceful: the engine deregisters), SIGKILL if it does not exit in time.
+
+        WHY not a second SIGTERM to a process already draining: after uvicorn's shutdown it restores
+        the default handler, and a late second SIGTERM then kills it with -15 instead of exit 0."""
         if self.alive():
             assert self.popen is not None
-            self.popen.send_signal(signal.SIGTERM)
+            if not self.sigtermed:
+                self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
             except subprocess.TimeoutExpired:

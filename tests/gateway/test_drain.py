@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import json
 import re
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,8 +93,7 @@ async def _wait_ready_status(client: httpx.AsyncClient, gw: p.Proc, status: int)
 
 
 def _sigterm(gw: p.Proc) -> None:
-    assert gw.popen is not None
-    gw.popen.send_signal(signal.SIGTERM)
+    gw.sigterm()
 
 
 def test_sigterm_lets_relayed_session_and_request_finish(gateway_factory: Any) -> None:

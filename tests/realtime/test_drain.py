@@ -21,7 +21,6 @@ import asyncio
 import hashlib
 import json
 import re
-import signal
 import time
 from typing import Any
 
@@ -117,8 +116,7 @@ async def _stream_and_sigterm(cluster: Any, engine: p.Proc, audio: np.ndarray,
                                          on_event=on_event_for(flag), timeout=120))
     streams = [asyncio.create_task(session) for session in sessions]
     await asyncio.sleep(SIGTERM_AFTER_S)
-    assert engine.popen is not None
-    engine.popen.send_signal(signal.SIGTERM)
+    engine.sigterm()
     await asyncio.wait_for(asyncio.gather(*(flag.wait() for flag in told)), 10)
     probe = await _refused_while_draining(engine.url)
     return list(await asyncio.gather(*streams)), probe
@@ -224,8 +222,7 @@ def test_gateway_sigterm_flushes_relayed_sessions_then_closes_1001(cluster: Any,
                                     on_event=lambda e: told[1].set() if e.type == "session.draining" else None)]
             streams = [asyncio.create_task(s) for s in sessions]
             await asyncio.sleep(SIGTERM_AFTER_S)
-            assert gw.popen is not None
-            gw.popen.send_signal(signal.SIGTERM)
+            gw.sigterm()
             await asyncio.wait_for(asyncio.gather(*(flag.wait() for flag in told)), 10)
             with pytest.raises(websockets.InvalidStatus) as refused:
                 async with websockets.connect(realtime_url(gw.url, MODEL, KEY)):
