@@ -3,7 +3,9 @@
 Everything size-specific comes from the variant's `runtime` (compute types, beam size, and
 `runtime.streaming.min_chunk_ms` / `max_buffer_seconds`). The policy itself lives in
 `dalston.streaming.local_agreement` and knows nothing about Whisper: this file only adapts a loaded
-faster-whisper model into its `decode(audio, prompt) -> words` callable. One loaded model is shared
+faster-whisper model into its `decode(audio, prompt) -> words` callables (the final decode on
+Whisper's full 30 s input; re-decodes optionally on a short encoder input, `short_encoder_pad_ms`,
+see `_ShortEncoder` and docs/decisions/ADR-019). One loaded model is shared
 by every session (CTranslate2 runs `max_concurrency` decodes in parallel); each session owns its
 buffer, committed words and detected language.
 """
