@@ -6,12 +6,16 @@ Everything variant-specific comes from `spec.runtime` (a `FasterWhisperRuntime`)
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from dalston.engine_sdk.types import Segment, Word
+from dalston.runtimes.cpus import available_cpus
 from dalston.spec import EngineSpec, FasterWhisperRuntime
+
+log = logging.getLogger("dalston.runtimes")
 
 
 def cuda_available() -> bool:
@@ -27,7 +31,9 @@ def load_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str, str]:
     """(WhisperModel, device, compute_type): CUDA when present, else CPU, with the runtime's compute type.
 
     `num_workers = max_concurrency` lets CTranslate2 run that many decodes in parallel on one model.
-    `local_files_only`: a directory path never touches a hub, this makes that explicit.
+    On CPU, `cpu_threads` is the CPUs this process may use (`available_cpus`: affinity and cgroup
+    quota), not CTranslate2's default, which counts the machine's and oversubscribes a pinned or
+    quota-limited engine. `local_files_only`: a directory path never touches a hub, this makes that explicit.
     """
     from faster_whisper import WhisperModel
 
@@ -35,8 +41,11 @@ def load_model(spec: EngineSpec, weights_dir: Path) -> tuple[Any, str, str]:
     assert isinstance(runtime, FasterWhisperRuntime), f"{spec.id}: runtime.kind is not faster-whisper"
     device = "cuda" if cuda_available() else "cpu"
     compute_type = runtime.compute_type_gpu if device == "cuda" else runtime.compute_type_cpu
+    threads = {"cpu_threads": available_cpus()} if device == "cpu" else {}
     model = WhisperModel(str(weights_dir), device=device, compute_type=compute_type,
-                         num_workers=spec.capabilities.max_concurrency, local_files_only=True)
+                         num_workers=spec.capabilities.max_concurrency, local_files_only=True, **threads)
+    log.info("faster_whisper_loaded engine_id=%s device=%s compute_type=%s workers=%d cpu_threads=%s", spec.id,
+             device, compute_type, spec.capabilities.max_concurrency, threads.get("cpu_threads", "default"))
     return model, device, compute_type
 
 
