@@ -133,15 +133,19 @@ def test_two_concurrent_sessions_are_isolated(tiny_engine: Any, realtime_server:
 
 
 # ---------------------------------------------------------------- decoding only the uncommitted tail
-def run_session(session: Any, audio: np.ndarray, batch_words: list[Any] | None = None) -> tuple[list[Any], list[str]]:
+def run_session(session: Any, audio: np.ndarray, batch_words: list[Any] | None = None,
+                trims: list[Any] | None = None) -> tuple[list[Any], list[str]]:
     """Feed `audio` in 160 ms chunks (unpaced) to a policy session; (finals, problems seen on the way).
+
+    `trims`, when given, collects the finals that came from a trim of a long buffer (a final not
+    followed by `vad.speech_end`) rather than from the end of an utterance.
 
     After every chunk, the session's committed + tentative words must be in stream time: sorted and
     not after the audio fed so far; and (given the batch decode's words) at most 5 % of the committed
     words seen may lie more than 1 s from the nearest batch word with the same text (a misheard word
     may have none), so a re-decode window's offset that is wrong by a second shows up here.
     """
-    from dalston.engine_sdk.events import Final
+    from dalston.engine_sdk.events import Final, SpeechStopped
     from dalston.streaming.local_agreement import normalize_word
 
     finals: list[Any] = []
@@ -152,6 +156,9 @@ def run_session(session: Any, audio: np.ndarray, batch_words: list[Any] | None =
         chunk = audio[i:i + step]
         events = session.accept(chunk) if len(chunk) else session.finish()
         finals += [e for e in events if isinstance(e, Final)]
+        if trims is not None:
+            trims += [e for e, nxt in zip(events, [*events[1:], None])
+                      if isinstance(e, Final) and not isinstance(nxt, SpeechStopped)]
         now = min(len(audio), i + step) / 16000
         shown = session._committed + session._tentative
         for a, b in zip(shown, shown[1:]):
@@ -235,9 +242,14 @@ def test_tail_decode_keeps_finals_and_bounds_the_window(variant: str, clip: str,
 
 
 def test_tail_window_stays_bounded_in_one_long_utterance(tiny_engine: Any, clip_audio: Any) -> None:
-    """two_cities with every pause shortened to 0.3 s: one ~38 s utterance that the VAD never closes,
+    """two_cities with every pause shortened to 0.3 s: utterances up to ~20 s that the VAD does not close,
     so the buffer is trimmed at 15 s (finals from committed words) and the tail window must stay
-    short throughout, with word times right across the trims."""
+    short throughout, with word times right across the trims; and no word may be lost at a trim.
+
+    The final decode after a trim used to be prompted with the text just finalised while its left
+    context audio held the same words: tiny.en then skipped that speech and stretched "It was the
+    spring" and "In" back over the context, where they were dropped (WER 0.092 against batch 0.042,
+    "of" placed before "darkness.")."""
     from dalston.engine_sdk import TranscribeOptions
 
     engine = tiny_engine.engine
@@ -255,9 +267,11 @@ def test_tail_window_stays_bounded_in_one_long_utterance(tiny_engine: Any, clip_
     assert len(long) < 0.92 * len(audio), "the clip's pauses were not shortened"
     long_batch = engine.transcribe(long, TranscribeOptions(language="en", word_timestamps=True))
     session = engine.open_session(language="en")
-    finals, problems = run_session(session, long, [w for s in long_batch.segments for w in s.words])
+    trims: list[Any] = []
+    finals, problems = run_session(session, long, [w for s in long_batch.segments for w in s.words], trims)
     old = old_policy_session(session)
-    old_finals, _ = run_session(old, long)
+    old_trims: list[Any] = []
+    old_finals, _ = run_session(old, long, trims=old_trims)
     text, old_text = " ".join(f.text for f in finals), " ".join(f.text for f in old_finals)
     print(f"long utterance: {len(long) / 16000:.1f}s, {len(finals)} finals, windows max {max(session.windows):.1f}s "
           f"mean {np.mean(session.windows):.1f}s (old: max {max(old.windows):.1f}s), wer {wer('two_cities.wav', text):.3f} "
@@ -265,14 +279,31 @@ def test_tail_window_stays_bounded_in_one_long_utterance(tiny_engine: Any, clip_
     assert not problems, problems[:5]
     assert len(finals) >= 2, "one utterance over 15 s must be trimmed into several finals"
     assert max(session.windows) <= 10.0 < max(old.windows), (session.windows, old.windows)
-    assert wer("two_cities.wav", text) <= wer("two_cities.wav", old_text) + 1e-9, (text, old_text)
-    # Within a final, word times increase. Across a trim (a final of committed words, then the final
-    # decode of the rest) the old policy already placed "of" (14.04 s) before "darkness." (14.34 s)
-    # and lost "It was the spring" (WER 0.092 against batch 0.042): that comes from `_trim`, not from
-    # the tail window, so it is only required not to get worse.
-    def backwards(got: list[Any]) -> int:
-        fw = final_words(got)
-        return sum(a.start > b.start + 0.05 for a, b in zip(fw, fw[1:]))
+    batch_wer_long = wer("two_cities.wav", long_batch.text)
+    assert wer("two_cities.wav", text) <= 1.2 * batch_wer_long + 1e-9, (text, long_batch.text)
+    assert wer("two_cities.wav", old_text) <= 1.2 * batch_wer_long + 1e-9, (old_text, long_batch.text)
+    for got, cuts in ((finals, trims), (old_finals, old_trims)):
+        assert cuts, "the buffer was never trimmed"
+        assert not words_lost_at_trims(got, cuts), words_lost_at_trims(got, cuts)
+        fw = final_words(got)  # in order, within a final and across trims
+        assert all(a.start <= b.start + 0.05 for a, b in zip(fw, fw[1:])), [(w.word, w.start) for w in fw]
 
-    assert all(a.start <= b.start + 0.05 for f in finals for a, b in zip(f.words, f.words[1:]))
-    assert backwards(finals) <= backwards(old_finals), (backwards(finals), backwards(old_finals))
+
+def words_lost_at_trims(finals: list[Any], trims: list[Any], around: int = 4) -> list[str]:
+    """Reference words of two_cities missing (aligned as deletions) within `around` words of a trim:
+    the end of a final in `trims`, where finalised committed words meet the next decode."""
+    reference = assets.reference_words("two_cities.wav")
+    got: list[str] = []
+    boundaries: list[int] = []  # index in `got` just after each trim final
+    for f in finals:
+        got += assets.normalize_words(f.text)
+        if any(f is t for t in trims):
+            boundaries.append(len(got))
+    lost: list[str] = []
+    matcher = difflib.SequenceMatcher(a=reference, b=got, autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag not in ("delete", "replace") or (tag == "replace" and i2 - i1 <= j2 - j1):
+            continue  # substitutions are misheard words, not lost ones
+        if any(j1 - around <= b <= j2 + around for b in boundaries):
+            lost.append(f"{' '.join(reference[i1:i2])!r} for {' '.join(got[j1:j2])!r} at stream word {j1}")
+    return lost

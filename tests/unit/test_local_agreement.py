@@ -213,6 +213,36 @@ def test_re_decodes_cover_only_the_uncommitted_tail() -> None:
     assert max(tail_session.windows) <= 4.5, tail_session.windows  # measured: 3-4 s from the 4th decode on
 
 
+class PromptRecorder(SentenceDecoder):
+    """SentenceDecoder that records the prompt of every decode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prompts: list[str] = []
+
+    def __call__(self, audio: np.ndarray, prompt: str) -> list[Word]:
+        self.prompts.append(prompt)
+        return super().__call__(audio, prompt)
+
+
+def test_the_final_after_a_trim_is_not_prompted_with_what_its_context_audio_holds() -> None:
+    """24 s of phrases in one utterance: the buffer is trimmed past 15 s and the rest is finalised by a
+    decode whose left context is the trimmed audio. Whisper prompted with that audio's own text skipped
+    it and lost the words after the cut (tests/realtime: "It was the spring"), so that decode gets no
+    prompt; with no context audio (final_context_s 0) the prompt is text the audio lacks, and stays."""
+    phrase = np.concatenate([tone(0.5, 0.3), silence(0.2)])
+    audio = np.concatenate([silence(0.5), *[phrase] * 34, silence(1.2)])
+    for context_s, prompted in ((6.0, False), (0.0, True)):
+        final = PromptRecorder()
+        session = LocalAgreementSession(final, PolicyConfig(final_context_s=context_s), SentenceDecoder())
+        events = [render(e) for i in range(0, len(audio), 2560) for e in session.accept(audio[i:i + 2560])]
+        events += [render(e) for e in session.finish()]
+        finals = [e["text"] for e in events if e["type"] == "transcript.final"]
+        assert len(finals) >= 2 and " ".join(finals).count("alpha.") == 34, finals
+        assert len(final.prompts) == 1, final.prompts  # the utterance's one final decode (re-decodes: the other)
+        assert bool(final.prompts[0]) == prompted and (not prompted or final.prompts[0].endswith("alpha.")), final.prompts
+
+
 def test_after_overlap_finds_where_a_re_decode_passes_the_committed_words() -> None:
     from dalston.streaming.local_agreement import _after_overlap
 
