@@ -19,8 +19,7 @@ from starlette.types import Message
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from dalston.engine_sdk.events import SessionDraining
-from dalston.realtime import native_protocol
-from dalston.server.realtime_openai import DRAIN_DEADLINE, render_draining
+from dalston.server.realtime_drain import DrainNotice, receive_until, render_notice
 
 CLOSE_GOING_AWAY = 1001
 GOING_AWAY_REASON = "going away: gateway shutting down, reconnect"
@@ -36,12 +35,15 @@ class ClientSession:
         self.ws = websocket
         self.session_id = "gw_" + uuid.uuid4().hex[:16]
         self.protocol = "openai" if openai else "native"  # how a draining notice is rendered
-        self.began = False
+        self.notice = DrainNotice()  # `session.draining`, once the gateway drains and the session began
         self.expired = asyncio.Event()  # the drain deadline passed: stop relaying, close 1001
-        self._deadline: float | None = None  # event-loop time; set when the gateway drains
-        self._told = False
         self._lock = asyncio.Lock()
         self._flush_ids: tuple[str, str] | None = None  # event ids of the OpenAI flush requests
+
+    @property
+    def began(self) -> bool:
+        """The session's first event reached the client."""
+        return self.notice.began
 
     def flush_requests(self) -> list[str]:
         """The messages that ask the engine to finish what it received (none before the session began)."""
@@ -87,45 +89,26 @@ class ClientSession:
 
     async def notify_draining(self, deadline: float) -> None:
         """The gateway drains until `deadline`: tell the client now, or once its session has begun."""
-        self._deadline = deadline
-        if self.began:
-            await self._tell()
+        await self._tell(self.notice.draining(deadline))
 
     def expire(self) -> None:
         self.expired.set()
 
     async def begin(self) -> None:
         """The session's first event reached the client; a draining notice that came earlier follows it."""
-        if not self.began:
-            self.began = True
-            await self._tell()
+        await self._tell(self.notice.begin())
 
-    async def _tell(self) -> None:
-        if self._deadline is None or self._told:
+    async def _tell(self, event: SessionDraining | None) -> None:
+        if event is None:
             return
-        self._told = True
-        event = SessionDraining(max(0.0, self._deadline - asyncio.get_running_loop().time()))
-        body = render_draining(event) if self.protocol == "openai" else native_protocol.render(event)
         try:
-            await self.send_json(body)
+            await self.send_json(render_notice(event, self.protocol))
         except (WebSocketDisconnect, RuntimeError, OSError):
             pass  # the client left meanwhile: its relay ends on its own
 
     async def receive(self) -> Message:
         """The client's next message, or `{"type": DRAIN_DEADLINE}` once the drain deadline passed."""
-        if self.expired.is_set():
-            return {"type": DRAIN_DEADLINE}
-        receiving = asyncio.ensure_future(self.ws.receive())
-        expiring = asyncio.ensure_future(self.expired.wait())
-        try:
-            await asyncio.wait({receiving, expiring}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            expiring.cancel()
-            if not receiving.done():
-                receiving.cancel()
-        if receiving.done() and not receiving.cancelled():
-            return dict(receiving.result())
-        return {"type": DRAIN_DEADLINE}
+        return await receive_until(self.ws, self.expired)
 
     async def close(self, code: int, reason: str | None = None) -> None:
         """Close the client's socket once (a no-op if it is gone)."""

@@ -52,11 +52,11 @@ from dalston.server.realtime_openai import (
     DRAIN_DEADLINE,
     OpenAISession,
     is_openai_event,
-    render_draining,
     render_error,
     wants_beta,
     wants_openai,
 )
+from dalston.server.realtime_drain import DrainNotice, receive_until, render_notice
 from dalston.server.state import ServerState
 
 log = logging.getLogger("dalston.realtime")
@@ -182,10 +182,8 @@ class _SessionHandler:
         self.finals = 0
         self.protocol = "native"  # or "openai": decides how errors and events are rendered
         self.served = {state.spec.id, *state.registry.aliases_for(state.spec.id)}  # names of this server's model
-        self._began = False  # the protocol's first event (session.begin / session.created) was sent
-        self._drain_deadline: float | None = None  # event-loop time; set when the server drains
+        self._notice = DrainNotice()  # `session.draining`, once the server drains and the session began
         self._expired = asyncio.Event()  # the drain deadline passed: stop reading, flush, close 1001
-        self._drain_told = False
 
     # -------------------------------------------------------------- sending
     async def send(self, message: dict[str, Any]) -> None:
@@ -215,24 +213,18 @@ class _SessionHandler:
 
     async def notify_draining(self, deadline: float) -> None:
         """SIGTERM: tell the client (`session.draining`) once its session has begun (`realtime_drain`)."""
-        self._drain_deadline = deadline
-        if self._began:
-            await self._send_draining()
+        await self._send_notice(self._notice.draining(deadline))
 
     def expire(self) -> None:
         self._expired.set()
 
     async def began(self) -> None:
         """The protocol sent its first event; a draining notice that came earlier follows it now."""
-        self._began = True
-        await self._send_draining()
+        await self._send_notice(self._notice.begin())
 
-    async def _send_draining(self) -> None:
-        if self._drain_deadline is None or self._drain_told:
-            return
-        self._drain_told = True
-        event = SessionDraining(max(0.0, self._drain_deadline - asyncio.get_running_loop().time()))
-        await self.send(render_draining(event) if self.protocol == "openai" else native_protocol.render(event))
+    async def _send_notice(self, event: SessionDraining | None) -> None:
+        if event is not None:
+            await self.send(render_notice(event, self.protocol))
 
     async def close(self, code: int) -> None:
         self.release_slot()
@@ -286,7 +278,7 @@ class _SessionHandler:
         server still owes the client events (an OpenAI client waits for them without sending)."""
         while True:
             try:
-                message = await asyncio.wait_for(self._next_message(), timeout=self.limits.idle_timeout_s)
+                message = await asyncio.wait_for(receive_until(self.ws, self._expired), timeout=self.limits.idle_timeout_s)
                 break
             except asyncio.TimeoutError:
                 if busy is not None and busy():
@@ -296,22 +288,6 @@ class _SessionHandler:
         if message["type"] == "websocket.disconnect":
             raise WebSocketDisconnect(message.get("code", 1000))
         return message
-
-    async def _next_message(self) -> dict[str, Any]:
-        """`ws.receive()`, or `DRAIN_DEADLINE` once the drain deadline passed (the message is kept if both)."""
-        if self._expired.is_set():
-            return {"type": DRAIN_DEADLINE}
-        receiving = asyncio.ensure_future(self.ws.receive())
-        expiring = asyncio.ensure_future(self._expired.wait())
-        try:
-            await asyncio.wait({receiving, expiring}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            expiring.cancel()
-            if not receiving.done():
-                receiving.cancel()  # uvicorn keeps an unread message queued: nothing is lost
-        if receiving.done() and not receiving.cancelled():
-            return dict(receiving.result())
-        return {"type": DRAIN_DEADLINE}
 
     async def _serve(self) -> None:
         spec = self.state.spec

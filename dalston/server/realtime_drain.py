@@ -23,9 +23,15 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
+
+from starlette.types import Message
+from starlette.websockets import WebSocket
 
 from dalston.draining import wait_until
+from dalston.engine_sdk.events import SessionDraining
+from dalston.realtime import native_protocol
+from dalston.server.realtime_openai import DRAIN_DEADLINE, render_draining
 
 log = logging.getLogger("dalston.realtime")
 
@@ -90,3 +96,52 @@ class OpenSessions:
 
     async def _wait_empty(self, until: float, abort: Callable[[], bool]) -> None:
         await wait_until(lambda: not self._open, until, abort)
+
+
+class DrainNotice:
+    """The one `session.draining` a client is told: once the drain has started *and* its session has
+    begun (the protocol's first event went out), whichever comes second. Shared by an engine's
+    sessions (`dalston.server.realtime`) and the sessions a gateway relays (`dalston.gateway.client_session`)."""
+
+    def __init__(self) -> None:
+        self.began = False
+        self._deadline: float | None = None  # event-loop time; set when the drain starts
+        self._told = False
+
+    def draining(self, deadline: float) -> SessionDraining | None:
+        """The drain started: the notice to send now, or None (not begun yet, or already told)."""
+        self._deadline = deadline
+        return self._due()
+
+    def begin(self) -> SessionDraining | None:
+        """The session's first event went out: the notice that was waiting for it, if any."""
+        self.began = True
+        return self._due()
+
+    def _due(self) -> SessionDraining | None:
+        if not self.began or self._deadline is None or self._told:
+            return None
+        self._told = True
+        return SessionDraining(max(0.0, self._deadline - asyncio.get_running_loop().time()))
+
+
+def render_notice(event: SessionDraining, protocol: str) -> dict[str, Any]:
+    """`session.draining` in the client's protocol ("openai" or "native")."""
+    return render_draining(event) if protocol == "openai" else native_protocol.render(event)
+
+
+async def receive_until(ws: WebSocket, expired: asyncio.Event) -> Message:
+    """`ws.receive()`, or `{"type": DRAIN_DEADLINE}` once `expired` is set (the message is kept if both)."""
+    if expired.is_set():
+        return {"type": DRAIN_DEADLINE}
+    receiving = asyncio.ensure_future(ws.receive())
+    expiring = asyncio.ensure_future(expired.wait())
+    try:
+        await asyncio.wait({receiving, expiring}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        expiring.cancel()
+        if not receiving.done():
+            receiving.cancel()  # uvicorn keeps an unread message queued: nothing is lost
+    if receiving.done() and not receiving.cancelled():
+        return dict(receiving.result())
+    return {"type": DRAIN_DEADLINE}
