@@ -43,15 +43,17 @@ def refusing_upstream() -> Starlette:
 
 
 def key_refusing_upstream() -> Starlette:
-    """Answers the handshake as dalston/server/realtime.py (at this commit) does for a gateway
+    """Answers the handshake as dalston/server/realtime.py (checked at 6ae076b) does for a gateway
     (`Dalston-Refuse-In-Handshake: 1`) when the key is wrong: 401 and the OpenAI-style error body;
-    without the header it would accept and close 4001, as the real engine does."""
+    without the header it would accept and close 4001, as the real engine does. The error is the one
+    dalston/admission.py's `authenticate` raises for an unknown key (same code and type)."""
     async def realtime(websocket: WebSocket) -> None:
         if websocket.headers.get("dalston-refuse-in-handshake") != "1":
             await websocket.accept()
             await websocket.close(4001)
             return
-        await websocket.send_denial_response(ApiError(401, "invalid API key", "invalid_api_key").response())
+        await websocket.send_denial_response(ApiError(401, "invalid API key", "invalid_api_key",
+                                                          type_="authentication_error").response())
 
     return Starlette(routes=[WebSocketRoute("/v1/realtime", realtime)])
 
