@@ -367,6 +367,10 @@ def faults(run: Run, procs: dict[str, p.Proc], ready: set[int], model: str, dura
         thread.join()
 
 
+#: Refused before any work (429/503 + Retry-After; a session refused with 4029/4503): counted, not failures.
+REFUSED = ("http_429", "http_503", "cut_4029", "cut_4503")
+
+
 def classify(run: Run) -> None:
     """A failure is expected when a SIGKILLed engine or the restarting gateway explains it.
 
@@ -383,7 +387,7 @@ def classify(run: Run) -> None:
         elif f.kind == "restart":
             windows.append((f.at - 0.1, (f.until or f.at) + 1.0, f.at))
     for o in run.outcomes:
-        if o.result in ("ok", "clear_error", "closed", "http_429", "http_503", "cut_4029", "cut_4503"):
+        if o.result in ("ok", "clear_error", "closed", *REFUSED):
             # refused before any work (429/503 + Retry-After; a session refused with 4029 because batch
             # requests hold the engine's one budget, or 4503 while it drains): counted, not a failure
             continue
@@ -403,7 +407,7 @@ def summarize(run: Run, duration: float) -> dict[str, Any]:
     wrong = [asdict(o) for o in run.outcomes if o.result == "wrong_text"]
     # 4029/4503 are refusals at admission (no audio was taken), not sessions cut by the drain
     sigterm_cut = [asdict(o) for o in run.outcomes if o.kind == "realtime" and o.result.startswith("cut_")
-                   and o.result not in ("cut_4029", "cut_4503") and not o.expected
+                   and o.result not in REFUSED and not o.expected
                    and any(f.kind in ("sigterm", "restart") and o.started <= f.at <= o.ended
                            for f in run.faults)]
     held = [asdict(o) for o in run.outcomes if o.result == "held"]
