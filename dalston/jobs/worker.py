@@ -5,6 +5,13 @@ the stream only for as many tasks as there are free inference slots (`max_concur
 HTTP requests and its own tasks hold), so queued work never piles up behind one replica while
 another idles: what this replica does not take stays in the stream for the next free one.
 
+WHY one task at a time on CPU (`--queue-slots`, default 1 on CPU, `max_concurrency` on a GPU): a chunk
+is minutes of audio and one decode already runs on every core the process may use (`cpu_threads`),
+so a second chunk at once only halves the speed of both, and takes work another replica could start
+now. With two slots each, the last chunks of a job went two to one replica while the other idled
+(docs/PERFORMANCE.md, Jobs). Celery's advice for long tasks is the same (prefetch one). A GPU runs
+concurrent requests side by side, so there the variant's `max_concurrency` stands.
+
 A task's result is written to storage first (`jobs/<id>/results/<chunk>.json`, overwritten whole
 if the task runs again), then one MULTI reports `chunk_done` to the orchestrators and acknowledges
 and deletes the task. A worker killed between the two leaves the task pending; another replica
@@ -49,6 +56,9 @@ def add_queue_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also pull batch-job chunk tasks from this variant's Redis stream "
                              "(needs --registry / DALSTON_REGISTRY_URL and --storage-dir / DALSTON_STORAGE_DIR)")
     parser.add_argument("--storage-dir", default=None, help="shared job storage (default $DALSTON_STORAGE_DIR)")
+    parser.add_argument("--queue-slots", type=int, default=None,
+                        help="chunk tasks this replica runs at once (default $DALSTON_QUEUE_SLOTS, else 1 on CPU "
+                             "and max_concurrency on a GPU)")
     parser.add_argument("--visibility-timeout", type=float,
                         default=float(os.environ.get("DALSTON_VISIBILITY_TIMEOUT", "60")),
                         help="seconds before a dead worker's task is reclaimed by another (default 60)")
@@ -72,13 +82,27 @@ def queue_worker_from(args: argparse.Namespace, state: ServerState) -> QueueWork
                                "or set DALSTON_STORAGE_DIR")
     if args.visibility_timeout <= 0:
         raise QueueConfigError("--visibility-timeout must be > 0 seconds")
-    return QueueWorker(state, client(url), storage, visibility_timeout=args.visibility_timeout)
+    slots = args.queue_slots if args.queue_slots is not None else _env_int("DALSTON_QUEUE_SLOTS")
+    if slots is not None and slots < 1:
+        raise QueueConfigError("--queue-slots (or DALSTON_QUEUE_SLOTS) must be at least 1")
+    return QueueWorker(state, client(url), storage, visibility_timeout=args.visibility_timeout, task_slots=slots)
+
+
+def _env_int(name: str) -> int | None:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise QueueConfigError(f"{name}={raw!r} is not a whole number") from None
 
 
 class QueueWorker:
     def __init__(self, state: ServerState, redis: aioredis.Redis, storage: Storage, *, visibility_timeout: float = 60.0,
-                 max_deliveries: int = 3, name: str | None = None) -> None:
+                 max_deliveries: int = 3, name: str | None = None, task_slots: int | None = None) -> None:
         self.state, self.redis, self.storage = state, redis, storage
+        self._task_slots = task_slots
         self.store = JobStore(redis)
         self.name = name or f"{state.spec.id}-{socket.gethostname()}-{os.getpid()}"
         self.stream = m.task_stream(state.spec.id)
@@ -93,7 +117,14 @@ class QueueWorker:
             return 0
         mine = len(self.consumer.active)
         http_busy = max(0, state.admission.used + state.admission.queued - mine)  # requests + realtime sessions
-        return max(0, state.limits.max_concurrency - http_busy)
+        return max(0, min(self.task_slots, state.limits.max_concurrency - http_busy))
+
+    @property
+    def task_slots(self) -> int:
+        """Chunk tasks run at once: `--queue-slots`, else 1 on CPU and `max_concurrency` on a GPU (see above)."""
+        if self._task_slots is not None:
+            return self._task_slots
+        return 1 if self.state.engine.device == "cpu" else self.state.limits.max_concurrency
 
     async def run(self) -> None:
         log.info("queue_worker_started engine_id=%s stream=%s consumer=%s visibility_timeout=%g", self.state.spec.id,

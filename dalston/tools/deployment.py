@@ -185,6 +185,15 @@ def takes_jobs(spec: EngineSpec) -> bool:
     return spec.stage == "transcribe" and not spec.is_streaming
 
 
+def queue_slots(spec: EngineSpec) -> int:
+    """Chunk tasks one replica of the generated pod runs at once: 1 where it gets no GPU, else `max_concurrency`.
+
+    The same rule as `dalston.jobs.worker.QueueWorker.task_slots` at run time, for the device these
+    manifests give the pod (a GPU only when `container.gpu` is `required`).
+    """
+    return 1 if runs_on_cpu(spec) else spec.capabilities.max_concurrency
+
+
 #: The orchestrator's /health, /ready and /metrics listener inside a container (its own network namespace).
 ORCHESTRATOR_PORT = 8000
 

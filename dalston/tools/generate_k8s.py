@@ -218,7 +218,9 @@ def engine_scaled_object(entry: CatalogEntry, defaults: d.Defaults) -> dict[str,
 
 
 def job_stream_trigger(entry: CatalogEntry) -> dict[str, Any]:
-    """KEDA `redis-streams` on the variant's job stream: replicas = ceil(chunks outstanding / max_concurrency).
+    """KEDA `redis-streams` on the variant's job stream: replicas = ceil(chunks outstanding / chunks per replica).
+
+    Chunks per replica is `deployment.queue_slots`: one on CPU pods, `max_concurrency` on GPU pods.
 
     The stream-length mode (no consumer group): workers delete what they acknowledge, so XLEN counts
     exactly the chunks waiting or running, and it is non-zero from the moment a job is prepared —
@@ -229,7 +231,7 @@ def job_stream_trigger(entry: CatalogEntry) -> dict[str, Any]:
 
     return {"type": "redis-streams", "name": "jobs-waiting", "metricType": "AverageValue",
             "metadata": {"address": f"{REDIS_NAME}:{d.REDIS_PORT}", "stream": task_stream(entry.spec.id),
-                         "streamLength": str(entry.spec.capabilities.max_concurrency), "databaseIndex": "0"}}
+                         "streamLength": str(d.queue_slots(entry.spec)), "databaseIndex": "0"}}
 
 
 def gateway_deployment(defaults: d.Defaults) -> dict[str, Any]:

@@ -67,6 +67,15 @@ def worker_chunks(cluster: c.Cluster, job_id: str) -> dict[str, list[int]]:
     return done
 
 
+def most_tasks_at_once(proc: c.p.Proc, job_id: str) -> int:
+    """The most chunks of `job_id` one worker ran at the same time, from its task_started/task_done log lines."""
+    running = most = 0
+    for event in re.findall(rf"task_(started|done) job_id={job_id} ", proc.log_text()):
+        running += 1 if event == "started" else -1
+        most = max(most, running)
+    return most
+
+
 def check_transcript(body: dict, reference: list[str], duration: float) -> None:
     segments, words = body["segments"], body["words"]
     times = [t for s in segments for t in (s["start"], s["end"])]
@@ -92,6 +101,8 @@ def test_long_file_is_chunked_spread_over_both_workers_and_merged(cluster: c.Clu
     by_worker = worker_chunks(cluster, job_id)
     assert all(by_worker.values()), f"a worker got no chunk: {by_worker}"
     assert sorted(n for ns in by_worker.values() for n in ns) == list(range(body["chunks"]["total"]))
+    # CPU workers take one chunk at a time although the variant allows 2 requests (dalston/jobs/worker.py)
+    assert {most_tasks_at_once(w, job_id) for w in cluster.workers if by_worker[w.name]} == {1}
 
     verbose = result(cluster, job_id)
     assert verbose.status_code == 200
