@@ -72,13 +72,14 @@ class AudioReader:
     sample (a 2 h recording is ~460 MB). Reading block by block lets it keep one chunk and a
     look-ahead in memory (`dalston.jobs.chunking.cut_stream`). The checks and errors are the same
     as `decode_audio`'s (which is this, concatenated); they are raised while iterating, and the
-    source facts (`source_sample_rate`, `codec`, ...) are set once the first block is out.
+    source facts (`source_sample_rate`, `codec`, `declared_seconds`, ...) are set once the first block is out.
     """
 
     def __init__(self, source: AudioSource, *, max_seconds: float | None = None) -> None:
         self.source, self.max_seconds = source, max_seconds
         self.source_sample_rate, self.source_channels, self.codec, self.container = 0, 0, "", ""
         self.samples_read = 0
+        self.declared_seconds: float | None = None  # what the container says (an estimate for some formats)
 
     def blocks(self) -> Iterator[np.ndarray]:
         import av  # PyAV: the whisper extra's decoder; imported here so the module loads without it
@@ -95,7 +96,7 @@ class AudioReader:
                 if not container.streams.audio:
                     raise AudioError("no_audio_stream", "the file has no audio stream (is it a video without sound?)")
                 stream = container.streams.audio[0]
-                declared = _declared_seconds(container, stream)
+                declared = self.declared_seconds = _declared_seconds(container, stream)
                 if declared is not None and declared > cap + 1.0:
                     raise _too_long(declared, cap)
                 ctx = stream.codec_context

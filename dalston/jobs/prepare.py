@@ -6,7 +6,8 @@ WHY streaming: decoding a whole file first holds 4 bytes per sample (a two-hour 
 chunker (`dalston.jobs.chunking.cut_stream`) holds one chunk's span plus a 0.2 s look-ahead, and
 each chunk is written as 16-bit WAV the moment its cut is decided, a second at a time. Memory is
 bounded by the chunk length (`--chunk-seconds`), not by the file. The cuts are exactly those the
-whole-file planner makes.
+whole-file planner makes when the container declares the duration exactly (WAV; an estimate from
+other formats only moves where the last chunks are balanced).
 
 An input over the duration limit, or one that stops decoding halfway, raises `AudioError` after
 some chunks are stored; the caller fails the job and the `finished` handler deletes them.
@@ -32,7 +33,7 @@ def prepare_chunks(storage: Storage, job_id: str, *, max_audio_seconds: float,
     manifest: list[dict[str, Any]] = []
     with storage.local_copy(m.input_key(job_id)) as path:
         reader = AudioReader(path, max_seconds=max_audio_seconds)
-        for chunk, samples in cut_stream(reader.blocks(), chunk_seconds):
+        for chunk, samples in cut_stream(reader.blocks(), chunk_seconds, total_seconds=lambda: reader.declared_seconds):
             with storage.open_writer(m.chunk_key(job_id, chunk.index)) as out:
                 write_wav(out, samples)
             manifest.append(chunk.to_json())

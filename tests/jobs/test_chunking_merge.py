@@ -40,6 +40,21 @@ def test_cuts_fall_in_the_gaps_and_cover_everything() -> None:
         assert any(lo + 0.1 <= cut <= hi - 0.1 for lo, hi in gaps), f"cut at {cut:.2f}s is not inside a pause"
 
 
+def test_cuts_take_the_pause_nearest_the_limit_and_balance_the_last_two_chunks() -> None:
+    """Speech with a pause every 2 s: each cut is the last pause before the limit (fewer, fuller chunks),
+    except that the rest, once it fits in two chunks, is split in halves when the length is known."""
+    audio = _tone_with_gaps([1.5] * 16, gap=0.5)  # 32 s, pauses at [1.5, 2), [3.5, 4), ...
+    total = len(audio) / SAMPLE_RATE
+    known = [c.duration for c in plan_chunks(audio, 12.0)]  # plan_chunks knows the length
+    assert len(known) == 3 and 11.5 <= known[0] <= 12.0, known  # in [11.5, 12): the last pause before 12 s
+    assert abs(known[1] - known[2]) <= 2.0, known  # the remaining ~20 s: two ~10 s chunks, not 12 + 8
+    blocks = (audio[i:i + 4000] for i in range(0, len(audio), 4000))
+    unknown = [c.duration for c, _ in cut_stream(blocks, 12.0)]  # a stream that declares no duration
+    assert all(11.5 <= d <= 12.0 for d in unknown[:2]) and sum(unknown) == pytest.approx(total), unknown
+    whole = plan_chunks(audio[: int(12.5 * SAMPLE_RATE)], 12.0)  # just over the limit: halves, not 12 + 0.5
+    assert len(whole) == 2 and min(c.duration for c in whole) > 4.0  # the pause nearest 6.25 s at or after 6 s
+
+
 def test_short_audio_is_one_chunk_and_continuous_speech_is_still_bounded() -> None:
     assert len(plan_chunks(np.zeros(SAMPLE_RATE * 5, np.float32), 10.0)) == 1
     noise = np.random.default_rng(1).normal(0, 0.3, SAMPLE_RATE * 35).astype(np.float32)
@@ -63,7 +78,8 @@ def test_blocks_of_any_size_give_the_same_cuts_and_the_same_samples(speech_clip)
                 n = int(rng.integers(1, 20000))
                 blocks.append(samples[i:i + n])
                 i += n
-            streamed = [(chunk, piece.copy()) for chunk, piece in cut_stream(blocks, seconds)]
+            total = len(samples) / SAMPLE_RATE
+            streamed = [(chunk, piece.copy()) for chunk, piece in cut_stream(blocks, seconds, total_seconds=lambda: total)]
             assert [c for c, _ in streamed] == whole
             for chunk, piece in streamed:
                 assert np.array_equal(piece, samples[chunk.start:chunk.end])
