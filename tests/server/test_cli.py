@@ -56,6 +56,26 @@ def test_serve_rejects_a_keys_file_holding_plain_keys(engines_with_test_variants
     assert result.returncode == 1 and f"{bad}:1:" in result.stderr and "digest" in result.stderr
 
 
+@pytest.mark.parametrize("extra, env_extra, message", [
+    ([], {}, "--queue needs Redis"),
+    (["--registry", "redis://127.0.0.1:1/0"], {}, "--storage-dir"),
+    (["--registry", "redis://127.0.0.1:1/0", "--storage-dir", "{tmp}", "--queue-slots", "0"], {},
+     "--queue-slots (or DALSTON_QUEUE_SLOTS) must be at least 1"),
+    (["--registry", "redis://127.0.0.1:1/0", "--storage-dir", "{tmp}"], {"DALSTON_QUEUE_SLOTS": "two"},
+     "DALSTON_QUEUE_SLOTS='two' is not a whole number"),
+])
+def test_serve_queue_mode_names_what_is_missing(engines_with_test_variants, tiny_models, keys_file, tmp_path,
+                                               extra, env_extra, message):
+    env = {**_env(engines_with_test_variants), **env_extra}
+    for name in ("DALSTON_REGISTRY_URL", "DALSTON_STORAGE_DIR"):
+        env.pop(name, None)
+    args = [a.replace("{tmp}", str(tmp_path)) for a in extra]
+    result = subprocess.run([*PY, "serve", "whisper-tiny-en", "--model-dir", str(tiny_models), "--keys-file",
+                             str(keys_file), "--queue", *args], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and message in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+
+
 def test_serve_logs_registration_then_drains_in_flight_on_sigterm(engines_with_test_variants, tiny_models, keys_file):
     port = free_port()
     proc = subprocess.Popen([*PY, "serve", "whisper-tiny-en", "--port", str(port), "--model-dir", str(tiny_models),
