@@ -69,8 +69,14 @@ class UtterancePolicy:
         self._vad_lag = (cfg.min_speech_ms + 2 * cfg.frame_ms) / 1000
 
     # ------------------------------------------------------------------ inputs
-    def audio(self, samples: np.ndarray) -> None:
-        """Run the VAD over `samples` (call with every chunk, before or after decoding it)."""
+    def audio(self, samples: np.ndarray) -> list[StreamEvent]:
+        """Run the VAD over `samples` (call with every chunk, before or after decoding it); returns the
+        events of held updates that this audio made due.
+
+        WHY return them here: an update waits until the VAD has heard `_vad_lag` past it (see
+        `words`). Released only by the next model step, every partial would wait a whole chunk more
+        (0.56 s for a cache-aware 0.6B); the client's next frames usually make it due long before.
+        What an update emits still depends only on the step it came from."""
         data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32).reshape(-1)])
         whole = len(data) // self._frame * self._frame
         self._pending = data[whole:].copy()
@@ -84,6 +90,7 @@ class UtterancePolicy:
                 self._edges.append(_Edge("start", max(0.0, now - (cfg.min_speech_ms - cfg.frame_ms) / 1000)))
             elif edge == "end":
                 self._edges.append(_Edge("end", self._samples / self.sample_rate))
+        return self._drain(final=False)
 
     def words(self, words: Sequence[Word], first_index: int, decoded_until: float, *,
               last_open: bool = True) -> list[StreamEvent]:

@@ -100,12 +100,27 @@ def test_policy_orders_events_and_waits_for_decoder_coverage() -> None:
 
 def test_policy_holds_updates_until_the_vad_has_heard_past_them() -> None:
     policy = UtterancePolicy()
-    policy.audio(np.concatenate([silence(1.0), tone(0.5)]))
+    assert policy.audio(np.concatenate([silence(1.0), tone(0.5)])) == []
     # decoded to 1.45 s but the VAD has heard only 1.5 s: a speech start could still be unconfirmed
     assert policy.words([Word(1.1, 1.3, "hi")], 0, decoded_until=1.45) == []
-    policy.audio(tone(0.3))
-    events = policy.words([Word(1.1, 1.3, "hi")], 0, decoded_until=1.6)
+    events = policy.audio(tone(0.3))
+    events += policy.words([Word(1.1, 1.3, "hi")], 0, decoded_until=1.6)
     assert [e.type for e in events][:2] == ["vad.speech_start", "transcript.partial"]
+
+
+def test_a_held_update_is_released_by_the_next_audio_not_the_next_model_step() -> None:
+    """The client's next frames make a held update due: its events come then, not a chunk later."""
+    policy = UtterancePolicy()
+    policy.audio(np.concatenate([silence(1.0), tone(0.5)]))
+    assert policy.words([Word(1.1, 1.4, "hi")], 0, decoded_until=1.5, last_open=True) == []
+    assert policy.audio(tone(0.1)) == []  # heard up to 1.6 s: not yet `_vad_lag` past 1.5 s
+    released = policy.audio(tone(0.4))  # heard up to 2.0 s
+    assert [e.type for e in released] == ["vad.speech_start", "transcript.partial"]
+    assert render(released[1])["text"] == "hi"
+    # the next step's update waits in turn, and brings only what is new
+    assert policy.words([Word(1.1, 1.4, "hi"), Word(1.5, 1.9, "there")], 0, decoded_until=1.9, last_open=True) == []
+    released = policy.audio(tone(0.4))
+    assert [(e.type, render(e)["text"]) for e in released] == [("transcript.partial", "hi there")]
 
 
 def test_policy_drops_words_long_before_speech_and_keeps_the_open_word_until_the_end() -> None:

@@ -433,13 +433,14 @@ class CacheAwareSession(StreamingSession):
     # ------------------------------------------------------------------ protocol
     def accept(self, audio: np.ndarray) -> list[StreamEvent]:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        self.policy.audio(audio)
+        events = self.policy.audio(audio)  # updates held for the VAD that this audio made due
+        self.words.forget_before(self.policy.taken)
         self._add_features(self.features.push(audio))
-        events: list[StreamEvent] = []
         while self._available - self._buffer_idx >= self._pick(self.cfg.chunk_size, self._step == 0):
             self._run_chunk(last=False)
-            # after every model step, not every client frame: the events then do not depend on how
-            # the client slices its audio (the VAD is always ahead of the decoder)
+            # updates come from model steps only, so what is emitted does not depend on how the
+            # client slices its audio; each is released once the VAD has heard past it (here, or by
+            # the client's next frames in policy.audio)
             events += self._events(last_open=True)
         return events
 
@@ -545,10 +546,10 @@ class BufferedSession(StreamingSession):
 
     def accept(self, audio: np.ndarray) -> list[StreamEvent]:
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        self.policy.audio(audio)
+        events = self.policy.audio(audio)  # updates held for the VAD that this audio made due
+        self._forget_taken()
         self._audio = np.concatenate([self._audio, audio])
         self._total += len(audio)
-        events: list[StreamEvent] = []
         while self._total >= self._next + self.chunk + self.side:
             self._decode_chunk()
             events += self._events()  # per decoded chunk: independent of how the client slices audio
@@ -582,10 +583,13 @@ class BufferedSession(StreamingSession):
         decoded_until = min(self._next, self._total) / SAMPLE_RATE
         taken = self.policy.taken
         events = self.policy.words(self._words[taken - self._first_index:], taken, decoded_until, last_open=False)
+        self._forget_taken()
+        return events
+
+    def _forget_taken(self) -> None:
         drop = self.policy.taken - self._first_index
         del self._words[:drop]
         self._first_index += drop
-        return events
 
 
 ENGINE = ParakeetStreamingEngine
