@@ -140,8 +140,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="whisper-base", help="variant (real weights needed; default whisper-base)")
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the test file (default 10)")
-    parser.add_argument("--chunk-seconds", type=float, default=300.0,
-                        help="orchestrator --chunk-seconds (default 300, the orchestrator's own default)")
+    parser.add_argument("--chunk-seconds", type=float, default=150.0,
+                        help="orchestrator --chunk-seconds (default 150: four chunks of the 10-minute file, two "
+                             "per replica, so the replica that finishes first takes the next; 300 is the "
+                             "orchestrator's own default, sized for hour-long files)")
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of sync / 1 worker / 2 workers; ratios are per round, then the median (default 3)")
     parser.add_argument("--keep-work", action="store_true", help="keep the temp dir (process logs)")
