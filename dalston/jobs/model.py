@@ -33,6 +33,10 @@ def valid_job_id(job_id: str) -> bool:
     return bool(_ID.match(job_id))
 
 
+#: Job hash field: the language chunk 0 detected when the job asked for none; later chunks use it.
+DETECTED_LANGUAGE = "detected_language"
+
+
 def job_key(job_id: str) -> str:
     return f"{PREFIX}job:{job_id}"
 

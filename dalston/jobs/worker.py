@@ -12,6 +12,12 @@ now. With two slots each, the last chunks of a job went two to one replica while
 (docs/PERFORMANCE.md, Jobs). Celery's advice for long tasks is the same (prefetch one). A GPU runs
 concurrent requests side by side, so there the variant's `max_concurrency` stands.
 
+WHY chunks share chunk 0's language: a job that names no language would otherwise detect it once per
+chunk (an extra 30 s encoder pass each, 0.63 s for whisper-base on one core) and could give its
+chunks different languages; the synchronous request detects once, from the file's first 30 s. So
+chunk 0 records what it detected on the job, and a chunk that starts after that uses it (chunks
+already running detect their own, as before).
+
 A task's result is written to storage first (`jobs/<id>/results/<chunk>.json`, overwritten whole
 if the task runs again), then one MULTI reports `chunk_done` to the orchestrators and acknowledges
 and deletes the task. A worker killed between the two leaves the task pending; another replica
@@ -150,7 +156,7 @@ class QueueWorker:
                  task.get("attempt", 1), delivery.deliveries, self.name)
         started = time.perf_counter()
         try:
-            transcript = await self._transcribe(job, task)
+            transcript, language_from = await self._transcribe(job, task)
         except (UnsupportedOption, AudioError, StorageError) as exc:
             await self._report_failure(delivery, task, _code(exc), getattr(exc, "message", str(exc)), retryable=False)
             return
@@ -169,19 +175,27 @@ class QueueWorker:
         await asyncio.to_thread(self.storage.put, m.chunk_result_key(job_id, int(task["index"])),
                                 json.dumps(body).encode())
         pipe = self.redis.pipeline(transaction=True)
+        if language_from == "detected" and int(task["index"]) == 0 and transcript.language:
+            pipe.hset(m.job_key(job_id), m.DETECTED_LANGUAGE, transcript.language)
         pipe.xadd(m.EVENTS_STREAM, {"type": "chunk_done", "job": job_id, "chunk": str(task["index"]),
                                     "duration": str(task["duration"]), "worker": self.name})
         pipe.srem(m.tasks_key(job_id), delivery.entry_id)
         await self.consumer.ack(delivery, pipe)
         await pipe.execute()
-        log.info("task_done job_id=%s chunk=%s audio_s=%.1f seconds=%.2f worker=%s", job_id, task["index"],
-                 float(task["duration"]), elapsed, self.name)
+        log.info("task_done job_id=%s chunk=%s audio_s=%.1f seconds=%.2f language=%s language_from=%s worker=%s",
+                 job_id, task["index"], float(task["duration"]), elapsed, transcript.language, language_from,
+                 self.name)
 
-    async def _transcribe(self, job: m.Job, task: dict[str, Any]) -> Any:
+    async def _transcribe(self, job: m.Job, task: dict[str, Any]) -> tuple[Any, str]:
+        """(the chunk's Transcript, where its language came from: "request", "chunk0" or "detected")."""
         state, loop = self.state, asyncio.get_running_loop()
         data = await asyncio.to_thread(self.storage.get, m.chunk_key(job.id, int(task["index"])))
         o = job.options
-        options = TranscribeOptions(language=o.language, task=o.task, prompt=o.prompt, temperature=o.temperature,
+        language, language_from = o.language, "request"
+        if language is None:
+            shared = job.fields.get(m.DETECTED_LANGUAGE) if int(task["index"]) > 0 else None
+            language, language_from = (shared, "chunk0") if shared else (None, "detected")
+        options = TranscribeOptions(language=language, task=o.task, prompt=o.prompt, temperature=o.temperature,
                                     word_timestamps=o.word_timestamps)
         while True:
             try:
@@ -191,7 +205,7 @@ class QueueWorker:
                     transcript = await loop.run_in_executor(state.admission.executor, state.engine.transcribe, audio.samples,
                                                             options)
                     state.metrics.observe_inference(audio.duration, time.perf_counter() - started)
-                    return transcript
+                    return transcript, language_from
             except Exception as exc:
                 # the gate refused (429: HTTP requests filled the wait queue meanwhile): wait for room, not fail
                 if getattr(exc, "status", None) != 429:

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from dalston.audio import wav_bytes
+from dalston.jobs.model import DETECTED_LANGUAGE, job_key
 from dalston.jobs.webhooks import SIGNATURE_HEADER, verify
 from tests.fixtures import assets
 from tests.fixtures.serving import serve_app
@@ -103,6 +104,12 @@ def test_long_file_is_chunked_spread_over_both_workers_and_merged(cluster: c.Clu
     assert sorted(n for ns in by_worker.values() for n in ns) == list(range(body["chunks"]["total"]))
     # CPU workers take one chunk at a time although the variant allows 2 requests (dalston/jobs/worker.py)
     assert {most_tasks_at_once(w, job_id) for w in cluster.workers if by_worker[w.name]} == {1}
+    # no language asked: chunk 0 detects it and records it on the job; chunks started after that use it
+    # (with one chunk at a time per worker, chunks 4 and later start after chunks 0 and 1 are done)
+    sources = {int(n): src for w in cluster.workers
+               for n, src in re.findall(rf"task_done job_id={job_id} chunk=(\d+) .*?language_from=(\w+)", w.log_text())}
+    assert sources[0] == "detected" and all(sources[n] == "chunk0" for n in sources if n >= 4), sources
+    assert cluster.redis.client().hget(job_key(job_id), DETECTED_LANGUAGE) in (b"en", "en")
 
     verbose = result(cluster, job_id)
     assert verbose.status_code == 200
