@@ -72,11 +72,7 @@ def cpu_seconds(cluster: c.Cluster) -> dict[str, float]:
              if proc.popen is not None}
     if cluster.redis.process is not None:
         procs["redis"] = cluster.redis.process.pid
-    out = {}
-    for name, pid in procs.items():
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    return {name: p.cpu_seconds(pid) for name, pid in procs.items()}
 
 
 def run_job(cluster: c.Cluster, audio: Path) -> tuple[float, dict[str, Any], str]:

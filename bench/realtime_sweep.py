@@ -153,11 +153,6 @@ async def one_session(url: str, variant: str, audio: np.ndarray, delay: float) -
     return Session(run, words, lags, done_at[0])
 
 
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _histogram(url: str) -> tuple[float, float]:
     text = httpx.get(url + "/metrics", timeout=10).text
     values = []
@@ -172,7 +167,7 @@ def point(engine: p.Proc, variant: str, streams: list[np.ndarray], limit_s: floa
     url = realtime_url(engine.url, variant)
     n = len(streams)
     load_before = os.getloadavg()[0]
-    cpu_before, (count_before, sum_before) = _cpu_seconds(engine.popen.pid), _histogram(engine.url)
+    cpu_before, (count_before, sum_before) = p.cpu_seconds(engine.popen.pid), _histogram(engine.url)
 
     async def all_sessions() -> list[Session]:
         return list(await asyncio.gather(*(one_session(url, variant, a, k * chunk_s / n) for k, a in enumerate(streams))))
@@ -180,7 +175,7 @@ def point(engine: p.Proc, variant: str, streams: list[np.ndarray], limit_s: floa
     started = time.monotonic()
     sessions = asyncio.run(all_sessions())
     wall = time.monotonic() - started
-    cpu = _cpu_seconds(engine.popen.pid) - cpu_before
+    cpu = p.cpu_seconds(engine.popen.pid) - cpu_before
     count, total = _histogram(engine.url)
     chunk_lat, word_lat, lags, behind, per_session_p95 = [], [], [], [], []
     for s in sessions:

@@ -67,6 +67,7 @@ sys.path.insert(0, str(ROOT))
 import httpx
 
 from tests.fixtures import assets
+from tests.gateway.processes import cpu_seconds as pid_cpu_seconds
 
 KEY = "dk_bench_server"
 PEER_PACKAGE = "faster-whisper-server==0.0.3"
@@ -287,8 +288,7 @@ def cpu_seconds(system: Any) -> float | None:
     pid = getattr(system, "pid", None)
     if pid is None:
         return None
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime (fields 14, 15)
+    return pid_cpu_seconds(pid)
 
 
 def timed(system: Any, clip: Clip) -> tuple[float, str]:

@@ -21,6 +21,12 @@ from tests.fixtures.serving import free_port
 INTERNAL_TOKEN = "e2e-internal-token"
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far, from /proc/PID/stat (fields 14 and 15)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Proc:
     name: str
