@@ -1,4 +1,4 @@
-"""Cut long audio into chunks of at most `max_seconds`, in the last pause before each chunk's limit.
+"""Cut long audio into chunks of at most `max_seconds`, in the pause nearest each chunk's limit.
 
 WHY cut at silence and not overlap: a cut inside a pause splits no word, so each chunk is
 transcribed on its own and the merge only offsets timestamps — no overlap to de-duplicate, no
@@ -6,7 +6,7 @@ text stitching heuristics. The search looks in the last half of the allowed leng
 energy smoothed over ~0.4 s (so the gap between two words does not count as a pause, a sentence
 break does), calls a frame a pause when it is within `QUIET` of the quietest frame (measured
 against the window's median level: 20 dB below the speech), and cuts in the middle of the pause
-nearest the length it aims at: the limit itself, or an equal share (below). Speech with no pause
+nearest the length it aims at: the limit itself, or half of what is left (below). Speech with no pause
 at all in the window is still cut near its quietest point: a chunk never exceeds `max_seconds`.
 
 WHY the pause nearest the limit and not the quietest one: chunks then come out close to `max_seconds`, so a
@@ -93,8 +93,8 @@ def cut_stream(blocks: Iterable[np.ndarray], max_seconds: float, sample_rate: in
     source = iter(blocks)
     start, index, ended = 0, 0, False   # `buf` holds samples [start, start + len(buf))
     while True:
-        last = (start + max_len) // frame  # the frame starting at last*frame still ends within the limit
-        need = max(max_len + 1, (last + right) * frame - start)  # the span + the smoothing look-ahead
+        hi = (start + max_len) // frame  # the frame starting at hi*frame still ends within the limit
+        need = max(max_len + 1, (hi + right) * frame - start)  # the span + the smoothing look-ahead
         while len(buf) < need and not ended:
             block = next(source, None)
             if block is None:
@@ -105,7 +105,6 @@ def cut_stream(blocks: Iterable[np.ndarray], max_seconds: float, sample_rate: in
             if len(buf) or index == 0:
                 yield Chunk(index, start, start + len(buf)), buf.view(len(buf))
             return
-        hi = last
         lo = (start + int(MIN_FRACTION * max_len)) // frame
         window = _window_energy(buf, start, lo - left, hi + right, frame, ended, kernel)
         # the middle of the pause nearest the aimed-at length (see the module docstring)
